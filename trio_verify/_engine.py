@@ -1,0 +1,687 @@
+"""The sans-IO TLS connection: an :class:`ssl.SSLObject` between two memory BIOs.
+
+Theory of operation
+-------------------
+
+OpenSSL's memory-BIO mode turns TLS into a pure function of bytes: the engine
+feeds whatever the transport delivered into the *incoming* BIO
+(:meth:`TLSEngine.receive_data`), calls an ``SSLObject`` method, and whatever
+OpenSSL wants to put on the wire accumulates in the *outgoing* BIO
+(:meth:`TLSEngine.data_to_send`).  A method that needs more input raises
+``SSLWantReadError``; the engine turns that into a plain "not yet" return
+value, and the caller (the stream) reads from the transport and tries again.
+The engine imports neither trio nor sockets, so every path through it can be
+driven by a test with nothing but byte strings.
+
+Two things make it more than a thin wrapper.
+
+*It watches the wire during the handshake.*  Until the keys are in place, TLS
+records travel in plaintext, and since the engine sees every byte in both
+directions it reads them: the ServerHello (the negotiated version, long before
+``SSLObject.version()`` knows it), a TLS 1.2 CertificateRequest and
+Certificate (whether a client certificate was asked for and sent), and
+plaintext alerts (the exact alert code, which ``ssl.SSLError`` does not carry).
+In TLS 1.3 those messages are encrypted, but OpenSSL writes every handshake
+message as its own record, so the number of encrypted records in the client's
+second flight tells whether the server asked for a certificate (2 or more:
+Certificate, [CertificateVerify,] Finished) and whether one was sent (3).
+Watching stops when the handshake completes, so steady-state traffic pays
+nothing for it.
+
+*It never loses the alert.*  When an ``SSLObject`` call fails, OpenSSL has
+usually written a fatal alert into the outgoing BIO.  The engine captures those
+bytes before it raises, classifies the failure into a :class:`TLSError`
+subclass (see :mod:`trio_verify._errors`), and keeps the bytes for
+:meth:`data_to_send`.  The caller's duty is simple: send ``data_to_send()``
+before propagating any :class:`TLSError` from the engine.  The stream does
+that, half-closes, and lingers briefly so that the peer reads the alert
+instead of a TCP reset.
+
+After the handshake the engine runs the policy's own checks (SPKI pins on a
+client, ``authorize`` on a server): failures there are
+``Phase.CONNECTION_POLICY`` errors.  OpenSSL offers no way to send an alert
+after its handshake has finished, so the peer of such a failure sees the
+connection close without one; this is documented on the error classes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Final
+
+from ._certs import (
+    CertificateInfo,
+    PeerInfo,
+    chain_from_sslobject,
+    describe_names,
+    describe_validity,
+)
+from ._errors import (
+    Alert,
+    FailureContext,
+    Phase,
+    PinMismatch,
+    PolicyRejected,
+    Side,
+    SurfacedIn,
+    TLSError,
+    classify,
+)
+
+__all__ = ["TLSEngine"]
+
+# TLS record content types and handshake message types (RFC 8446 §5, §4).
+_CHANGE_CIPHER_SPEC: Final = 20
+_ALERT: Final = 21
+_HANDSHAKE: Final = 22
+_APPLICATION_DATA: Final = 23
+_HS_CLIENT_HELLO: Final = 1
+_HS_SERVER_HELLO: Final = 2
+_HS_CERTIFICATE: Final = 11
+_HS_CERTIFICATE_REQUEST: Final = 13
+_EXT_SERVER_NAME: Final = 0
+_EXT_SUPPORTED_VERSIONS: Final = 43
+_FATAL: Final = 2
+
+# Stop watching a direction that sends more plaintext handshake than any real
+# handshake does: the watcher is an observer and must never cost memory.
+_WATCH_LIMIT: Final = 1 << 18
+_PREFIX_LEN: Final = 16
+_TLS13_VERSION: Final = 0x0304
+_VERSION_NAMES: Final = {
+    0x0301: "TLSv1",
+    0x0302: "TLSv1.1",
+    0x0303: "TLSv1.2",
+    0x0304: "TLSv1.3",
+}
+
+
+class _WireWatcher:
+    """Reads the plaintext TLS records travelling in one direction."""
+
+    __slots__ = (
+        "_handshake",
+        "_records",
+        "active",
+        "alert",
+        "certificate_count",
+        "certificate_request",
+        "change_cipher_spec",
+        "encrypted_records",
+        "server_name",
+        "version",
+    )
+
+    def __init__(self) -> None:
+        self._records = bytearray()
+        self._handshake = bytearray()
+        self.active = True
+        self.alert: Alert | None = None
+        self.change_cipher_spec = False
+        self.encrypted_records = 0
+        self.version: str | None = None
+        self.certificate_request = False
+        self.certificate_count: int | None = None
+        self.server_name: str | None = None
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        if not self.active or not data:
+            return
+        records = self._records
+        records += data
+        pos = 0
+        end = len(records)
+        while end - pos >= 5:
+            content_type = records[pos]
+            length = (records[pos + 3] << 8) | records[pos + 4]
+            if end - pos - 5 < length:
+                break
+            body = bytes(records[pos + 5 : pos + 5 + length])
+            pos += 5 + length
+            self._record(content_type, body)
+        del records[:pos]
+        if len(records) + len(self._handshake) > _WATCH_LIMIT:
+            self.stop()
+
+    def stop(self) -> None:
+        self.active = False
+        self._records = bytearray()
+        self._handshake = bytearray()
+
+    def _record(self, content_type: int, body: bytes) -> None:
+        if content_type == _ALERT and len(body) == 2:
+            # Two bytes is a plaintext alert; an encrypted one is longer.
+            if self.alert is None or body[0] == _FATAL:
+                with contextlib.suppress(ValueError):
+                    self.alert = Alert(body[1])
+        elif content_type == _CHANGE_CIPHER_SPEC:
+            self.change_cipher_spec = True
+        elif content_type == _APPLICATION_DATA:
+            self.encrypted_records += 1
+        elif content_type == _HANDSHAKE and not (
+            self.change_cipher_spec and self.version != "TLSv1.3"
+        ):
+            # In TLS 1.2 a handshake record after ChangeCipherSpec is the
+            # encrypted Finished; in TLS 1.3 encrypted records look like
+            # application data and the compatibility CCS means nothing.
+            self._handshake += body
+            self._messages()
+
+    def _messages(self) -> None:
+        buf = self._handshake
+        pos = 0
+        while len(buf) - pos >= 4:
+            msg_type = buf[pos]
+            length = int.from_bytes(buf[pos + 1 : pos + 4], "big")
+            if len(buf) - pos - 4 < length:
+                break
+            body = bytes(buf[pos + 4 : pos + 4 + length])
+            pos += 4 + length
+            # OpenSSL judges malformed messages; the watcher only watches.
+            with contextlib.suppress(IndexError, ValueError):
+                self._message(msg_type, body)
+        del buf[:pos]
+
+    def _message(self, msg_type: int, body: bytes) -> None:
+        if msg_type == _HS_SERVER_HELLO:
+            self.version = _server_hello_version(body)
+        elif msg_type == _HS_CLIENT_HELLO:
+            self.server_name = _client_hello_server_name(body)
+        elif msg_type == _HS_CERTIFICATE_REQUEST:
+            self.certificate_request = True
+        elif msg_type == _HS_CERTIFICATE and self.version != "TLSv1.3":
+            # TLS 1.2: a 3-byte length of the certificate list comes first.
+            self.certificate_count = int.from_bytes(body[0:3], "big") and 1
+
+
+def _extensions(body: bytes, pos: int) -> dict[int, bytes]:
+    """Parse a TLS extensions block starting at ``pos``."""
+    found: dict[int, bytes] = {}
+    if pos + 2 > len(body):
+        return found
+    end = min(len(body), pos + 2 + int.from_bytes(body[pos : pos + 2], "big"))
+    pos += 2
+    while pos + 4 <= end:
+        ext_type = int.from_bytes(body[pos : pos + 2], "big")
+        ext_len = int.from_bytes(body[pos + 2 : pos + 4], "big")
+        found[ext_type] = body[pos + 4 : pos + 4 + ext_len]
+        pos += 4 + ext_len
+    return found
+
+
+def _server_hello_version(body: bytes) -> str | None:
+    legacy = int.from_bytes(body[0:2], "big")
+    pos = 2 + 32
+    pos += 1 + body[pos]  # session id
+    pos += 2 + 1  # cipher suite, compression method
+    supported = _extensions(body, pos).get(_EXT_SUPPORTED_VERSIONS)
+    if supported is not None and len(supported) == 2:
+        legacy = int.from_bytes(supported, "big")
+    return _VERSION_NAMES.get(legacy)
+
+
+def _client_hello_server_name(body: bytes) -> str | None:
+    pos = 2 + 32
+    pos += 1 + body[pos]  # session id
+    pos += 2 + int.from_bytes(body[pos : pos + 2], "big")  # cipher suites
+    pos += 1 + body[pos]  # compression methods
+    ext = _extensions(body, pos).get(_EXT_SERVER_NAME)
+    if ext is None or len(ext) < 5 or ext[2] != 0:
+        return None
+    name_len = int.from_bytes(ext[3:5], "big")
+    return ext[5 : 5 + name_len].decode("ascii", "replace")
+
+
+def _verify_details(
+    code: int, chain: tuple[CertificateInfo, ...], server_name: str | None
+) -> str | None:
+    """Facts from the peer's chain that explain a verification failure."""
+    if not chain:
+        return None
+    leaf = chain[0]
+    if code in (9, 10):
+        for cert in chain:
+            facts = describe_validity(cert)
+            if facts is not None:
+                who = "" if cert is leaf else f" (chain certificate {cert.subject})"
+                return facts + who
+        return None
+    if code in (62, 64) and server_name:
+        return describe_names(leaf, server_name)
+    if code == 18:
+        return f"the certificate {leaf.subject} is self-signed and not trusted"
+    if code in (2, 19, 20, 21):
+        top = chain[-1]
+        return f"the chain ends at {top.issuer}, which is not a trusted CA"
+    if code == 26:
+        usages = ", ".join(leaf.extended_key_usages) or "none"
+        return f"the certificate's extended key usages are: {usages}"
+    return f"certificate {leaf.subject}, issued by {leaf.issuer}"
+
+
+class TLSEngine:
+    """One TLS connection, driven with bytes.  Not thread-safe; no I/O.
+
+    Args:
+        context: the :class:`ssl.SSLContext` to wrap with.
+        server_side: which end we are.
+        server_hostname: the name to send as SNI and check the certificate for
+            (client only).
+        session: an :class:`ssl.SSLSession` to resume (client only).
+        spki_pins: SHA-256 digests of SubjectPublicKeyInfo; when not empty, a
+            certificate in the peer's verified chain must match one.
+        authorize: called with the :class:`PeerInfo` after the handshake; a
+            false result refuses the connection.
+        ragged_eof_ok: treat an EOF without close_notify as a clean end of
+            stream (``https_compatible``).
+    """
+
+    __slots__ = (
+        "_authorize",
+        "_incoming",
+        "_obj",
+        "_outgoing",
+        "_peer",
+        "_pending_out",
+        "_prefix",
+        "_ragged_eof_ok",
+        "_spki_pins",
+        "_watch_in",
+        "_watch_out",
+        "app_data_received",
+        "certificate_requested",
+        "certificate_sent",
+        "error",
+        "handshake_complete",
+        "received_anything",
+        "server_side",
+        "side",
+        "tickets_held",
+        "tls_version",
+    )
+
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: str | None = None,
+        session: ssl.SSLSession | None = None,
+        spki_pins: frozenset[bytes] = frozenset(),
+        authorize: Callable[[PeerInfo], bool] | None = None,
+        ragged_eof_ok: bool = False,
+    ) -> None:
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._obj = context.wrap_bio(
+            self._incoming,
+            self._outgoing,
+            server_side=server_side,
+            server_hostname=server_hostname,
+            session=session,
+        )
+        self.server_side = server_side
+        self.side: Side = "server" if server_side else "client"
+        self._spki_pins = spki_pins
+        self._authorize = authorize
+        self._ragged_eof_ok = ragged_eof_ok
+        self._watch_in: _WireWatcher | None = _WireWatcher()
+        self._watch_out: _WireWatcher | None = _WireWatcher()
+        self._pending_out = b""
+        self._prefix = b""
+        self._peer: PeerInfo | None = None
+        self.handshake_complete = False
+        self.received_anything = False
+        self.app_data_received = False
+        self.error: TLSError | None = None
+        self.tls_version: str | None = None
+        self.certificate_requested: bool | None = None
+        self.certificate_sent: bool | None = None
+        self.tickets_held = False
+
+    # -- the transport side ---------------------------------------------------
+
+    @property
+    def ssl_object(self) -> ssl.SSLObject:
+        """The wrapped :class:`ssl.SSLObject`."""
+        return self._obj
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Feed bytes that arrived from the transport."""
+        if self._watch_in is not None:
+            if not self.received_anything:
+                self._prefix = bytes(data[:_PREFIX_LEN])
+            self._watch_in.feed(data)
+        self.received_anything = True
+        self._incoming.write(data)
+
+    def receive_eof(self) -> None:
+        """Tell the engine that the transport reached end of file."""
+        self._incoming.write_eof()
+
+    def data_to_send(self) -> bytes:
+        """Take the bytes waiting to go to the transport (alerts included)."""
+        if self._pending_out:
+            data = self._pending_out + self._outgoing.read()
+            self._pending_out = b""
+            return data
+        data = self._outgoing.read()
+        if self._watch_out is not None:
+            self._watch_out.feed(data)
+        return data
+
+    @property
+    def has_data_to_send(self) -> bool:
+        """Whether :meth:`data_to_send` would return bytes."""
+        return bool(self._pending_out) or self._outgoing.pending > 0
+
+    def unused_data(self) -> bytes:
+        """Raw bytes that arrived after the peer's close_notify."""
+        return self._incoming.read()
+
+    # -- the protocol side ----------------------------------------------------
+
+    def do_handshake(self) -> bool:
+        """Advance the handshake; ``True`` once it is complete.
+
+        Raises:
+            TLSError: the handshake failed; send :meth:`data_to_send` first.
+        """
+        if self.handshake_complete:
+            return True
+        try:
+            self._obj.do_handshake()
+        except ssl.SSLWantReadError:
+            return False
+        except ssl.SSLError as exc:
+            raise self._fail(exc, "handshake") from exc
+        self._finish_handshake()
+        return True
+
+    def read(self, max_bytes: int, surfaced_in: SurfacedIn = "receive") -> bytes | None:
+        """Decrypt up to ``max_bytes`` of application data.
+
+        Drains every whole record already buffered, not just one.  Returns
+        ``None`` when more transport data is needed and ``b""`` at a clean end
+        of stream.
+
+        Raises:
+            TLSError: the connection failed; send :meth:`data_to_send` first.
+        """
+        obj = self._obj
+        if (
+            self._incoming.pending == 0
+            and obj.pending() == 0
+            and not (self._incoming.eof)
+        ):
+            return None
+        chunks: list[bytes] = []
+        total = 0
+        while total < max_bytes:
+            try:
+                chunk = obj.read(max_bytes - total)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:
+                if chunks:
+                    break
+                return b""
+            except ssl.SSLEOFError as exc:
+                if chunks:
+                    break
+                if self._ragged_eof_ok:
+                    return b""
+                raise self._fail(exc, surfaced_in) from exc
+            except ssl.SSLError as exc:
+                if chunks:
+                    # Hand over what was decrypted; the error comes next call.
+                    break
+                raise self._fail(exc, surfaced_in) from exc
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if self._incoming.pending == 0 and obj.pending() == 0:
+                break
+        if not chunks:
+            return None
+        self.app_data_received = True
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def write(self, data: bytes | bytearray | memoryview) -> bool:
+        """Encrypt ``data``; ``False`` if the peer must be heard from first.
+
+        With memory BIOs a write only waits for input during a TLS 1.2
+        renegotiation; the caller then feeds transport data and calls again.
+
+        Raises:
+            TLSError: the connection failed; send :meth:`data_to_send` first.
+        """
+        try:
+            self._obj.write(data)
+        except ssl.SSLWantReadError:
+            return False
+        except ssl.SSLError as exc:
+            raise self._fail(exc, "send") from exc
+        return True
+
+    def start_close(self) -> None:
+        """Queue our close_notify without waiting for the peer's."""
+        try:
+            self._obj.unwrap()
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLError:
+            # Closing a connection that already failed: nothing to say.
+            pass
+
+    def unwrap(self) -> bool:
+        """Exchange close_notify; ``True`` once the peer's has arrived.
+
+        Raises:
+            TLSError: the close failed; send :meth:`data_to_send` first.
+        """
+        try:
+            self._obj.unwrap()
+        except ssl.SSLWantReadError:
+            return False
+        except ssl.SSLError as exc:
+            raise self._fail(exc, "close") from exc
+        return True
+
+    @property
+    def has_session_ticket(self) -> bool:
+        """Whether the client has received a session ticket (TLS 1.3)."""
+        session = self._obj.session
+        return session is not None and session.has_ticket
+
+    @property
+    def peer(self) -> PeerInfo:
+        """What is known of the peer (computed once after the handshake)."""
+        if self._peer is not None:
+            return self._peer
+        info = self._build_peer()
+        if self.handshake_complete:
+            self._peer = info
+        return info
+
+    def current_phase(self) -> Phase:
+        """The phase the handshake is in now (for timeouts and cancellation)."""
+        return _phase_now(self._context("handshake"))
+
+    def fail_with(self, error: TLSError) -> TLSError:
+        """Record an error raised from outside (a timeout, say) as final."""
+        if self.error is None:
+            self.error = error
+        return error
+
+    # -- internals ------------------------------------------------------------
+
+    def _capture_out(self) -> None:
+        data = self._outgoing.read()
+        if data:
+            if self._watch_out is not None:
+                self._watch_out.feed(data)
+            self._pending_out += data
+
+    def _learn_from_wire(self) -> None:
+        win, wout = self._watch_in, self._watch_out
+        if win is None or wout is None:
+            return
+        hello = wout if self.server_side else win
+        if hello.version is not None:
+            self.tls_version = hello.version
+        ours, theirs = (wout, win)
+        if self.server_side:
+            if theirs.certificate_count is not None:
+                self.certificate_sent = theirs.certificate_count > 0
+            if ours.certificate_request:
+                self.certificate_requested = True
+        elif self.tls_version == "TLSv1.3":
+            # OpenSSL writes each handshake message in its own record: the
+            # client's encrypted flight is Finished alone, or Certificate
+            # [+ CertificateVerify] + Finished when a certificate was asked for.
+            if self.handshake_complete:
+                n = ours.encrypted_records
+                self.certificate_requested = n >= 2
+                self.certificate_sent = n >= 3
+        else:
+            if theirs.certificate_request:
+                self.certificate_requested = True
+            elif theirs.change_cipher_spec:
+                self.certificate_requested = False
+            if ours.certificate_count is not None:
+                self.certificate_sent = ours.certificate_count > 0
+
+    def _finish_handshake(self) -> None:
+        self.handshake_complete = True
+        self._capture_out()
+        self._learn_from_wire()
+        self.tls_version = self._obj.version() or self.tls_version
+        server_name = (
+            self._watch_in.server_name
+            if self.server_side and self._watch_in is not None
+            else None
+        )
+        self._watch_in = self._watch_out = None
+        self._peer = self._build_peer(server_name)
+        if self.server_side and self.tls_version == "TLSv1.3":
+            # OpenSSL has just queued the session tickets.  They wait for our
+            # next transport write (as in trio), unless a client certificate
+            # was asked for: a confirming client needs them as its verdict.
+            self.tickets_held = self._obj.context.verify_mode == ssl.CERT_NONE
+        self._check_policy()
+
+    def _check_policy(self) -> None:
+        peer = self._peer
+        assert peer is not None
+        if self._spki_pins and not self.server_side:
+            chain = peer.chain or ((peer.certificate,) if peer.certificate else ())
+            if not any(cert.spki_sha256 in self._spki_pins for cert in chain):
+                presented = peer.certificate.spki_pin if peer.certificate else "none"
+                raise self._policy_error(
+                    PinMismatch,
+                    f"server public key matches no pin (presented {presented})",
+                )
+        if self._authorize is not None and self.server_side:
+            try:
+                allowed = self._authorize(peer)
+            except Exception as exc:
+                err = self._policy_error(
+                    PolicyRejected, f"authorize() raised {exc!r}; refusing the client"
+                )
+                raise err from exc
+            if not allowed:
+                who = peer.certificate.subject if peer.certificate else "no certificate"
+                raise self._policy_error(
+                    PolicyRejected, f"authorize() refused the client ({who})"
+                )
+
+    def _policy_error(self, cls: type[TLSError], message: str) -> TLSError:
+        peer = self._peer
+        err = cls(
+            message,
+            phase=Phase.CONNECTION_POLICY,
+            side=self.side,
+            tls_version=self.tls_version,
+            server_name=peer.server_name if peer else None,
+            peer_chain=peer.chain if peer else (),
+        )
+        self.error = err
+        return err
+
+    def _build_peer(self, server_name: str | None = None) -> PeerInfo:
+        obj = self._obj
+        if not self.handshake_complete:
+            return PeerInfo(server_name=server_name or obj.server_hostname)
+        der = obj.getpeercert(binary_form=True)
+        chain = chain_from_sslobject(obj, verified=True)
+        verified = bool(chain)
+        if not chain and der:
+            chain = (CertificateInfo.from_der(der),)
+        cipher = obj.cipher()
+        return PeerInfo(
+            certificate=chain[0] if chain else None,
+            chain=chain,
+            chain_verified=verified,
+            server_name=server_name or obj.server_hostname,
+            alpn_protocol=obj.selected_alpn_protocol(),
+            tls_version=obj.version(),
+            cipher=cipher,
+            session_reused=obj.session_reused,
+        )
+
+    def _context(self, surfaced_in: SurfacedIn) -> FailureContext:
+        self._learn_from_wire()
+        win, wout = self._watch_in, self._watch_out
+        sni = win.server_name if self.server_side and win is not None else None
+        return FailureContext(
+            side=self.side,
+            surfaced_in=surfaced_in,
+            handshake_complete=self.handshake_complete,
+            server_hello_seen=self._obj.cipher() is not None
+            or self.tls_version is not None,
+            received_anything=self.received_anything,
+            tls_version=self._obj.version() or self.tls_version,
+            certificate_requested=self.certificate_requested,
+            certificate_sent=self.certificate_sent,
+            wire_alert_received=win.alert if win is not None else None,
+            wire_alert_sent=wout.alert if wout is not None else None,
+            wrote_on_failure=bool(self._pending_out),
+            received_prefix=self._prefix,
+            server_name=sni or self._obj.server_hostname,
+        )
+
+    def _fail(self, exc: ssl.SSLError, surfaced_in: SurfacedIn) -> TLSError:
+        self._capture_out()
+        ctx = self._context(surfaced_in)
+        chain: tuple[CertificateInfo, ...] = ()
+        details = None
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            chain = chain_from_sslobject(self._obj, verified=False)
+            details = _verify_details(exc.verify_code, chain, ctx.server_name)
+        elif self.handshake_complete and self._peer is not None:
+            chain = self._peer.chain
+        ctx = replace(ctx, peer_chain=chain, verify_details=details)
+        err = classify(exc, ctx)
+        self.error = err
+        if self._watch_in is not None:
+            self._watch_in.stop()
+        if self._watch_out is not None:
+            self._watch_out.stop()
+        return err
+
+
+def _phase_now(ctx: FailureContext) -> Phase:
+    if ctx.handshake_complete:
+        return Phase.APPLICATION_DATA
+    if not ctx.server_hello_seen:
+        return Phase.CLIENT_HELLO
+    if ctx.side == "client":
+        return Phase.SERVER_CERTIFICATE
+    if ctx.certificate_requested is False:
+        return Phase.FINISHED
+    return Phase.CLIENT_CERTIFICATE

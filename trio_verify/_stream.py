@@ -1,0 +1,685 @@
+"""TLSStream: a :class:`trio.abc.Stream` that drives :class:`TLSEngine`.
+
+Theory of operation
+-------------------
+
+All TLS work happens synchronously inside the engine; this module only moves
+bytes between the engine and the transport stream, and decides who may do so.
+
+*Transport locks.*  One task at a time may send on the transport and one may
+receive from it, but either direction can be needed by either public method:
+a lazy handshake inside ``send_all`` must receive, and a ``receive_some`` may
+have to answer a post-handshake message.  Two :class:`trio.Lock` objects
+guard the transport; they are taken with ``acquire_nowait()`` when free, so the
+uncontended path costs no scheduler pass.  Outgoing bytes are taken from the
+engine *after* the send lock is held, which keeps them in order however tasks
+interleave.  A task that had to wait for the receive lock does not read again:
+the task that held it has fed the engine, so it retries its operation first.
+
+*Checkpoints.*  Every public call is exactly one checkpoint when it can be:
+transport I/O is one, and a call that finishes from buffered data ends with a
+``cancel_shielded_checkpoint`` after an early ``checkpoint_if_cancelled``.
+
+*Cancellation.*  A ``receive_some`` cancelled while it waited for transport
+bytes has consumed nothing, so the stream stays usable (``trio.SSLStream``
+breaks it).  A cancelled handshake or a cancelled send may have left half a
+record on the wire: the stream is broken afterwards, as in Trio.
+
+*Failures.*  When the engine raises a :class:`TLSError`, the bytes it leaves
+behind are the alert.  Before the error propagates the stream sends them,
+half-closes its write side where the transport allows it, and reads and
+discards whatever the peer is still sending for at most ``alert_linger``
+seconds.  Without that last step a peer that is still writing (its
+certificate, its first request) gets a TCP reset from our kernel, and the
+reset can destroy the alert before the peer reads it.
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+import operator
+import ssl
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, Final, Generic, TypeVar
+
+import trio
+from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
+
+from ._certs import PeerInfo
+from ._engine import TLSEngine
+from ._errors import ClientAuthNotConfirmed, HandshakeTimeout, Phase, TLSError
+from ._policy import ClientPolicy, ServerPolicy, coerce_policy
+
+__all__ = ["TLSStream", "open_tls_stream"]
+
+T_Stream = TypeVar("T_Stream", bound=trio.abc.Stream)
+
+_RECEIVE_SIZE: Final = 65536
+_DEFAULT_MAX_BYTES: Final = 65536
+
+# SSLObject attributes that TLSStream exposes as its own, as trio.SSLStream
+# does; the second set needs a finished handshake.
+_FORWARDED: Final = frozenset(
+    {
+        "context",
+        "server_side",
+        "server_hostname",
+        "session",
+        "session_reused",
+        "getpeercert",
+        "selected_npn_protocol",
+        "cipher",
+        "shared_ciphers",
+        "compression",
+        "pending",
+        "get_channel_binding",
+        "selected_alpn_protocol",
+        "version",
+    }
+)
+_AFTER_HANDSHAKE: Final = frozenset(
+    {
+        "session_reused",
+        "getpeercert",
+        "selected_npn_protocol",
+        "cipher",
+        "shared_ciphers",
+        "compression",
+        "get_channel_binding",
+        "selected_alpn_protocol",
+        "version",
+    }
+)
+
+
+class _State(enum.Enum):
+    OK = "ok"
+    BROKEN = "broken"
+    CLOSED = "closed"
+
+
+class _Conflict:
+    """Turns two tasks using one direction at once into BusyResourceError."""
+
+    __slots__ = ("_busy", "_message")
+
+    def __init__(self, message: str) -> None:
+        self._message = message
+        self._busy = False
+
+    def __enter__(self) -> None:
+        if self._busy:
+            raise trio.BusyResourceError(self._message)
+        self._busy = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._busy = False
+
+
+def _encode_hostname(name: str | bytes | None) -> str | None:
+    """IDNA 2008 (UTS #46) A-label form of a host name; IP literals unchanged."""
+    if name is None:
+        return None
+    if isinstance(name, bytes):
+        name = name.decode("ascii")
+    if name.isascii():
+        return name
+    try:
+        import idna  # a dependency of trio
+    except ImportError:  # pragma: no cover - trio always brings it
+        return name.encode("idna").decode("ascii")
+    return idna.encode(name, uts46=True).decode("ascii")
+
+
+class TLSStream(trio.abc.Stream, Generic[T_Stream]):
+    """TLS over any Trio stream, with an explicit verification policy.
+
+    A drop-in for :class:`trio.SSLStream`: the same constructor shape, lazy
+    handshake, full-duplex use from two tasks, the same attribute forwarding
+    to the underlying :class:`ssl.SSLObject`, and the same error base classes.
+    What differs is what a failure tells you: every TLS failure is a
+    :class:`~trio_verify.TLSError` subclass naming the phase, side and alerts,
+    and the alert has reached the peer before the error reaches you.
+
+    Args:
+        transport_stream: the stream to run TLS over.
+        policy: a :class:`~trio_verify.ClientPolicy`,
+            :class:`~trio_verify.ServerPolicy`, or a plain
+            :class:`ssl.SSLContext` (adopted and checked with
+            ``from_ssl_context``).
+        server_hostname: the name to send as SNI and to check the server's
+            certificate against (client side).  Non-ASCII names are encoded
+            with IDNA 2008.
+        server_side: whether we are the server.
+        https_compatible: accept an EOF without close_notify as the end of the
+            stream, as HTTPS clients must; without it such an EOF raises
+            :class:`~trio_verify.TruncatedStream`.
+        alert_linger: after a failure, how long (seconds) to keep reading and
+            discarding the peer's bytes so that it receives our alert.
+
+    Attributes:
+        transport_stream: the wrapped stream; ``None`` after :meth:`unwrap`.
+    """
+
+    transport_stream: T_Stream
+
+    def __init__(
+        self,
+        transport_stream: T_Stream,
+        policy: ClientPolicy | ServerPolicy | ssl.SSLContext,
+        *,
+        server_hostname: str | bytes | None = None,
+        server_side: bool = False,
+        https_compatible: bool = False,
+        alert_linger: float = 1.0,
+    ) -> None:
+        coerced = coerce_policy(policy, server_side=server_side)
+        hostname = _encode_hostname(server_hostname)
+        if isinstance(coerced, ClientPolicy):
+            engine = TLSEngine(
+                coerced.context,
+                server_side=False,
+                server_hostname=hostname,
+                spki_pins=coerced.spki_pins,
+                ragged_eof_ok=https_compatible,
+            )
+        else:
+            engine = TLSEngine(
+                coerced.context,
+                server_side=True,
+                authorize=coerced.authorize,
+                ragged_eof_ok=https_compatible,
+            )
+        set_ = object.__setattr__
+        set_(self, "transport_stream", transport_stream)
+        set_(self, "_policy", coerced)
+        set_(self, "_engine", engine)
+        set_(self, "_https_compatible", https_compatible)
+        set_(self, "_alert_linger", alert_linger)
+        set_(self, "_state", _State.OK)
+        set_(self, "_broken_by", None)
+        set_(self, "_handshake_done", False)
+        set_(self, "_handshake_event", None)
+        set_(self, "_handshake_failure", None)
+        set_(self, "_close_notify_received", False)
+        set_(self, "_buffer", bytearray())
+        set_(self, "_send_lock", trio.Lock())
+        set_(self, "_recv_lock", trio.Lock())
+        set_(
+            self,
+            "_send_conflict",
+            _Conflict("another task is currently sending data on this TLSStream"),
+        )
+        set_(
+            self,
+            "_recv_conflict",
+            _Conflict("another task is currently receiving data on this TLSStream"),
+        )
+
+    # Instance attributes (set through object.__setattr__ above).
+    _policy: ClientPolicy | ServerPolicy
+    _engine: TLSEngine
+    _https_compatible: bool
+    _alert_linger: float
+    _state: _State
+    _broken_by: BaseException | None
+    _handshake_done: bool
+    _handshake_event: trio.Event | None
+    _handshake_failure: BaseException | None
+    _close_notify_received: bool
+    _buffer: bytearray
+    _send_lock: trio.Lock
+    _recv_lock: trio.Lock
+    _send_conflict: _Conflict
+    _recv_conflict: _Conflict
+
+    # -- attribute forwarding, as trio.SSLStream --------------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _FORWARDED:
+            if name in _AFTER_HANDSHAKE and not self._handshake_done:
+                raise trio.NeedHandshakeError(
+                    f"call do_handshake() before calling {name!r}"
+                )
+            return getattr(self._engine.ssl_object, name)
+        raise AttributeError(name)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _FORWARDED:
+            setattr(self._engine.ssl_object, name, value)
+        else:
+            object.__setattr__(self, name, value)
+
+    def __dir__(self) -> list[str]:
+        return [*super().__dir__(), *_FORWARDED]
+
+    @property
+    def server_side(self) -> bool:
+        """Whether this end is the server."""
+        return self._engine.server_side
+
+    @property
+    def server_hostname(self) -> str | None:
+        """The server name in use (SNI), in IDNA A-label form."""
+        return self._engine.ssl_object.server_hostname
+
+    @property
+    def policy(self) -> ClientPolicy | ServerPolicy:
+        """The verification policy this connection applies."""
+        return self._policy
+
+    @property
+    def peer(self) -> PeerInfo:
+        """What the handshake established about the peer.
+
+        Raises:
+            trio.NeedHandshakeError: before the handshake has finished.
+        """
+        if not self._handshake_done:
+            raise trio.NeedHandshakeError("call do_handshake() before reading 'peer'")
+        return self._engine.peer
+
+    # -- state ---------------------------------------------------------------
+
+    def _check_status(self) -> None:
+        if self._state is _State.OK:
+            return
+        if self._state is _State.BROKEN:
+            raise trio.BrokenResourceError(
+                "this TLSStream is broken by an earlier failure"
+            ) from self._broken_by
+        raise trio.ClosedResourceError("this TLSStream is closed")
+
+    def _mark_broken(self, cause: BaseException | None) -> None:
+        if self._state is _State.OK:
+            self._state = _State.BROKEN
+            self._broken_by = cause
+
+    def _peer_address(self) -> object:
+        sock = getattr(self.transport_stream, "socket", None)
+        if sock is None:
+            return None
+        try:
+            return sock.getpeername()
+        except OSError:
+            return None
+
+    # -- moving bytes ----------------------------------------------------------
+
+    async def _flush(self) -> None:
+        """Send whatever the engine has queued, in order."""
+        engine = self._engine
+        if not engine.has_data_to_send:
+            return
+        lock = self._send_lock
+        if lock.locked():
+            await lock.acquire()
+        else:
+            lock.acquire_nowait()
+        try:
+            data = engine.data_to_send()
+            if data:
+                await self.transport_stream.send_all(data)
+        except BaseException as exc:
+            # Part of a record may be on the wire: nothing can follow it.
+            self._mark_broken(exc)
+            raise
+        finally:
+            lock.release()
+
+    async def _receive(self) -> None:
+        """Feed the engine one transport read (or nothing, if another task did)."""
+        lock = self._recv_lock
+        if lock.locked():
+            await lock.acquire()
+            lock.release()
+            return
+        lock.acquire_nowait()
+        try:
+            data = await self.transport_stream.receive_some(_RECEIVE_SIZE)
+        except trio.Cancelled:
+            raise
+        except BaseException as exc:
+            self._mark_broken(exc)
+            raise
+        finally:
+            lock.release()
+        if data:
+            self._engine.receive_data(data)
+        else:
+            self._engine.receive_eof()
+
+    async def _fatal(self, err: TLSError) -> None:
+        """Deliver the alert for ``err`` to the peer, then mark us broken."""
+        self._mark_broken(err)
+        if err.peer_address is None:
+            err.peer_address = self._peer_address()
+        engine = self._engine
+        if not engine.has_data_to_send:
+            return
+        transport = self.transport_stream
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + self._alert_linger
+            try:
+                async with self._send_lock:
+                    await transport.send_all(engine.data_to_send())
+                if isinstance(transport, trio.abc.HalfCloseableStream):
+                    await transport.send_eof()
+                if self._recv_lock.locked():
+                    return
+                async with self._recv_lock:
+                    while await transport.receive_some(_RECEIVE_SIZE):
+                        pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+
+    # -- the handshake --------------------------------------------------------
+
+    async def do_handshake(self) -> None:
+        """Perform the handshake, if it has not happened yet.
+
+        Safe to call more than once and from several tasks at once: one task
+        runs the handshake, the others wait for it, and if it fails every one
+        of them gets the error.  A client whose policy asks for it
+        (``confirm_client_auth``) also waits here for the server's verdict on
+        its certificate in TLS 1.3.
+
+        Raises:
+            TLSError: the handshake failed (a subclass says how).
+            trio.BrokenResourceError: the transport failed, or the stream was
+                already broken.
+            trio.ClosedResourceError: the stream was closed.
+        """
+        await checkpoint_if_cancelled()
+        self._check_status()
+        if self._handshake_done:
+            await cancel_shielded_checkpoint()
+            return
+        await self._ensure_handshake()
+
+    async def _ensure_handshake(self) -> None:
+        event = self._handshake_event
+        if event is not None:
+            await event.wait()
+            failure = self._handshake_failure
+            if failure is not None:
+                if isinstance(failure, TLSError):
+                    raise copy.copy(failure) from failure.ssl_error
+                raise trio.BrokenResourceError(
+                    "the handshake failed in another task"
+                ) from failure
+            self._check_status()
+            return
+        event = self._handshake_event = trio.Event()
+        try:
+            await self._run_handshake()
+        except BaseException as exc:
+            self._handshake_failure = exc
+            self._mark_broken(exc)
+            raise
+        finally:
+            event.set()
+
+    async def _run_handshake(self) -> None:
+        engine = self._engine
+        timeout = self._policy.handshake_timeout
+        bound: AbstractContextManager[object] = (
+            trio.fail_after(timeout) if timeout is not None else nullcontext()
+        )
+        try:
+            with bound:
+                while not engine.do_handshake():
+                    await self._flush()
+                    await self._receive()
+                if not engine.tickets_held:
+                    await self._flush()
+        except TLSError as err:
+            await self._fatal(err)
+            raise
+        except trio.TooSlowError:
+            timed_out = engine.fail_with(
+                HandshakeTimeout(
+                    f"handshake did not finish within {timeout} seconds",
+                    phase=engine.current_phase(),
+                    side=engine.side,
+                    tls_version=engine.tls_version,
+                    server_name=self.server_hostname,
+                    peer_address=self._peer_address(),
+                )
+            )
+            raise timed_out from None
+        if self._needs_confirmation():
+            await self._confirm()
+        self._handshake_done = True
+
+    def _needs_confirmation(self) -> bool:
+        policy = self._policy
+        engine = self._engine
+        if not isinstance(policy, ClientPolicy) or engine.tls_version != "TLSv1.3":
+            return False
+        mode = policy.confirm_client_auth
+        if mode == "always":
+            return True
+        return mode == "auto" and bool(engine.certificate_requested)
+
+    async def _confirm(self) -> None:
+        """Read on until the server's verdict on our certificate (TLS 1.3)."""
+        engine = self._engine
+        policy = self._policy
+        assert isinstance(policy, ClientPolicy)
+        with trio.move_on_after(policy.confirm_timeout):
+            try:
+                while True:
+                    data = engine.read(_DEFAULT_MAX_BYTES, "confirm")
+                    if data == b"":
+                        self._close_notify_received = True
+                        return
+                    if data:
+                        self._buffer += data
+                        return
+                    if engine.has_session_ticket:
+                        return
+                    await self._flush()
+                    await self._receive()
+            except TLSError as err:
+                await self._fatal(err)
+                raise
+        raise engine.fail_with(
+            ClientAuthNotConfirmed(
+                "the server sent no verdict on our client certificate within "
+                f"{policy.confirm_timeout} seconds (no session ticket, data or "
+                "alert); it may have session tickets turned off",
+                phase=Phase.CLIENT_CERTIFICATE,
+                side="client",
+                surfaced_in="confirm",
+                tls_version=engine.tls_version,
+                server_name=self.server_hostname,
+                peer_address=self._peer_address(),
+            )
+        )
+
+    # -- the Stream interface ---------------------------------------------------
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Encrypt and send ``data``; performs the handshake first if needed.
+
+        Raises:
+            TLSError: the connection failed.
+            trio.BusyResourceError: another task is sending.
+            trio.BrokenResourceError: the transport failed.
+            trio.ClosedResourceError: the stream was closed.
+        """
+        with self._send_conflict:
+            await checkpoint_if_cancelled()
+            self._check_status()
+            if not self._handshake_done:
+                await self._ensure_handshake()
+                if not data:
+                    return
+            elif not data:
+                await cancel_shielded_checkpoint()
+                return
+            engine = self._engine
+            try:
+                while not engine.write(data):
+                    await self._flush()
+                    await self._receive()
+            except TLSError as err:
+                await self._fatal(err)
+                raise
+            await self._flush()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """Receive and decrypt up to ``max_bytes`` bytes of data.
+
+        Returns ``b""`` once the peer has closed the TLS session cleanly (or,
+        with ``https_compatible``, closed the connection).  A call cancelled
+        while it waited for the transport leaves the stream usable.
+
+        Raises:
+            TLSError: the connection failed, or the peer refused our
+                certificate after a TLS 1.3 handshake.
+            trio.BusyResourceError: another task is receiving.
+            trio.BrokenResourceError: the transport failed.
+            trio.ClosedResourceError: the stream was closed.
+        """
+        with self._recv_conflict:
+            if max_bytes is None:
+                max_bytes = _DEFAULT_MAX_BYTES
+            else:
+                max_bytes = operator.index(max_bytes)
+                if max_bytes < 1:
+                    raise ValueError("max_bytes must be >= 1")
+            await checkpoint_if_cancelled()
+            self._check_status()
+            if not self._handshake_done:
+                await self._ensure_handshake()
+                checkpointed = True
+            else:
+                checkpointed = False
+            if self._buffer:
+                data = bytes(self._buffer[:max_bytes])
+                del self._buffer[:max_bytes]
+                if not checkpointed:
+                    await cancel_shielded_checkpoint()
+                return data
+            if self._close_notify_received:
+                if not checkpointed:
+                    await cancel_shielded_checkpoint()
+                return b""
+            engine = self._engine
+            try:
+                while True:
+                    got = engine.read(max_bytes)
+                    if engine.has_data_to_send:
+                        await self._flush()
+                        checkpointed = True
+                    if got is not None:
+                        if not got:
+                            self._close_notify_received = True
+                        if not checkpointed:
+                            await cancel_shielded_checkpoint()
+                        return got
+                    await self._receive()
+                    checkpointed = True
+            except TLSError as err:
+                await self._fatal(err)
+                raise
+
+    async def wait_send_all_might_not_block(self) -> None:
+        """Wait until :meth:`send_all` might not block (no handshake done)."""
+        with self._send_conflict:
+            await checkpoint_if_cancelled()
+            self._check_status()
+            async with self._send_lock:
+                await self.transport_stream.wait_send_all_might_not_block()
+
+    async def unwrap(self) -> tuple[T_Stream, bytes]:
+        """Close the TLS session cleanly and hand back the transport.
+
+        Returns:
+            The transport stream and any raw bytes that arrived after the
+            peer's close_notify (they belong to whatever follows TLS).
+        """
+        with self._recv_conflict, self._send_conflict:
+            await checkpoint_if_cancelled()
+            self._check_status()
+            await self._ensure_handshake()
+            engine = self._engine
+            try:
+                while not engine.unwrap():
+                    await self._flush()
+                    await self._receive()
+                await self._flush()
+            except TLSError as err:
+                await self._fatal(err)
+                raise
+            transport = self.transport_stream
+            object.__setattr__(self, "transport_stream", None)
+            self._state = _State.CLOSED
+            return transport, engine.unused_data()
+
+    async def aclose(self) -> None:
+        """Send close_notify (without waiting for the reply) and close.
+
+        Idempotent.  Closes the transport exactly once, also when cancelled or
+        when the stream is broken.
+        """
+        if self._state is _State.CLOSED:
+            await trio.lowlevel.checkpoint()
+            return
+        transport = self.transport_stream
+        notify = self._state is _State.OK and self._engine.handshake_complete
+        self._state = _State.CLOSED
+        try:
+            if notify:
+                self._engine.start_close()
+                await self._flush()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        except BaseException:
+            await trio.aclose_forcefully(transport)
+            raise
+        await transport.aclose()
+
+
+async def open_tls_stream(
+    host: str | bytes,
+    port: int,
+    *,
+    policy: ClientPolicy | ssl.SSLContext | None = None,
+    server_hostname: str | bytes | None = None,
+    happy_eyeballs_delay: float | None = 0.25,
+) -> TLSStream[trio.SocketStream]:
+    """Connect over TCP and complete a TLS handshake.
+
+    Args:
+        host: the host to connect to; also the name checked against the
+            server's certificate unless ``server_hostname`` is given.
+        port: the TCP port.
+        policy: the client policy; by default :class:`ClientPolicy` with the
+            system trust store.
+        server_hostname: the name to send as SNI and verify, if not ``host``.
+        happy_eyeballs_delay: passed to :func:`trio.open_tcp_stream`.
+
+    Raises:
+        TLSError: the handshake failed.
+        OSError: the TCP connection failed.
+    """
+    if policy is None:
+        policy = ClientPolicy()
+    tcp = await trio.open_tcp_stream(
+        host, port, happy_eyeballs_delay=happy_eyeballs_delay
+    )
+    stream = TLSStream(
+        tcp,
+        policy,
+        server_hostname=server_hostname if server_hostname is not None else host,
+    )
+    try:
+        await stream.do_handshake()
+    except BaseException:
+        await trio.aclose_forcefully(tcp)
+        raise
+    return stream
