@@ -281,6 +281,7 @@ class TLSEngine:
 
     __slots__ = (
         "_authorize",
+        "_held_out",
         "_incoming",
         "_obj",
         "_outgoing",
@@ -299,7 +300,6 @@ class TLSEngine:
         "received_anything",
         "server_side",
         "side",
-        "tickets_held",
         "tls_version",
     )
 
@@ -331,6 +331,7 @@ class TLSEngine:
         self._watch_in: _WireWatcher | None = _WireWatcher()
         self._watch_out: _WireWatcher | None = _WireWatcher()
         self._pending_out = b""
+        self._held_out = b""
         self._prefix = b""
         self._peer: PeerInfo | None = None
         self.handshake_complete = False
@@ -340,7 +341,6 @@ class TLSEngine:
         self.tls_version: str | None = None
         self.certificate_requested: bool | None = None
         self.certificate_sent: bool | None = None
-        self.tickets_held = False
 
     # -- the transport side ---------------------------------------------------
 
@@ -363,14 +363,21 @@ class TLSEngine:
         self._incoming.write_eof()
 
     def data_to_send(self) -> bytes:
-        """Take the bytes waiting to go to the transport (alerts included)."""
+        """Take the bytes waiting to go to the transport (alerts included).
+
+        Session tickets held back after a TLS 1.3 server handshake travel
+        with the next bytes there are to send, never alone.
+        """
         if self._pending_out:
             data = self._pending_out + self._outgoing.read()
             self._pending_out = b""
-            return data
-        data = self._outgoing.read()
-        if self._watch_out is not None:
-            self._watch_out.feed(data)
+        else:
+            data = self._outgoing.read()
+            if self._watch_out is not None:
+                self._watch_out.feed(data)
+        if self._held_out and data:
+            data = self._held_out + data
+            self._held_out = b""
         return data
 
     @property
@@ -568,11 +575,17 @@ class TLSEngine:
         )
         self._watch_in = self._watch_out = None
         self._peer = self._build_peer(server_name)
-        if self.server_side and self.tls_version == "TLSv1.3":
-            # OpenSSL has just queued the session tickets.  They wait for our
-            # next transport write (as in trio), unless a client certificate
-            # was asked for: a confirming client needs them as its verdict.
-            self.tickets_held = self._obj.context.verify_mode == ssl.CERT_NONE
+        if (
+            self.server_side
+            and self.tls_version == "TLSv1.3"
+            and self._obj.context.verify_mode == ssl.CERT_NONE
+        ):
+            # OpenSSL has just queued the session tickets.  Sending them now
+            # can deadlock a client that is not reading yet, so, as trio
+            # does, they wait for the next bytes we send anyway.  After a
+            # handshake that asked for a client certificate they go at once:
+            # a confirming client takes them as the server's verdict.
+            self._held_out, self._pending_out = self._pending_out, b""
         self._check_policy()
 
     def _check_policy(self) -> None:

@@ -237,7 +237,9 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
     # -- attribute forwarding, as trio.SSLStream --------------------------------
 
     def __getattr__(self, name: str) -> Any:
-        if name in _FORWARDED:
+        # Only reached for names not found normally; private names are never
+        # forwarded (and must not recurse while __init__ has not run).
+        if name in _FORWARDED and "_engine" in self.__dict__:
             if name in _AFTER_HANDSHAKE and not self._handshake_done:
                 raise trio.NeedHandshakeError(
                     f"call do_handshake() before calling {name!r}"
@@ -432,8 +434,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
                 while not engine.do_handshake():
                     await self._flush()
                     await self._receive()
-                if not engine.tickets_held:
-                    await self._flush()
+                await self._flush()
         except TLSError as err:
             await self._fatal(err)
             raise
@@ -461,7 +462,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
         mode = policy.confirm_client_auth
         if mode == "always":
             return True
-        return mode == "auto" and bool(engine.certificate_requested)
+        return mode == "auto" and bool(engine.certificate_sent)
 
     async def _confirm(self) -> None:
         """Read on until the server's verdict on our certificate (TLS 1.3)."""
