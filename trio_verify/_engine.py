@@ -69,6 +69,7 @@ from ._errors import (
     SurfacedIn,
     TLSError,
     classify,
+    phase_in_progress,
 )
 
 __all__ = ["TLSEngine"]
@@ -448,7 +449,11 @@ class TLSEngine:
                     break
                 raise self._fail(exc, surfaced_in) from exc
             if not chunk:
-                break
+                # CPython returns b"" (not SSLZeroReturnError) once it has
+                # read the peer's close_notify.
+                if chunks:
+                    break
+                return b""
             chunks.append(chunk)
             total += len(chunk)
             if self._incoming.pending == 0 and obj.pending() == 0:
@@ -517,7 +522,7 @@ class TLSEngine:
 
     def current_phase(self) -> Phase:
         """The phase the handshake is in now (for timeouts and cancellation)."""
-        return _phase_now(self._context("handshake"))
+        return phase_in_progress(self._context("handshake"))
 
     def fail_with(self, error: TLSError) -> TLSError:
         """Record an error raised from outside (a timeout, say) as final."""
@@ -614,6 +619,10 @@ class TLSEngine:
                 )
 
     def _policy_error(self, cls: type[TLSError], message: str) -> TLSError:
+        # Withhold what OpenSSL queued at the end of its handshake (our
+        # Finished, or a server's session tickets): without them the peer
+        # cannot take the connection for accepted.
+        self._pending_out = self._held_out = b""
         peer = self._peer
         err = cls(
             message,
@@ -686,15 +695,3 @@ class TLSEngine:
         if self._watch_out is not None:
             self._watch_out.stop()
         return err
-
-
-def _phase_now(ctx: FailureContext) -> Phase:
-    if ctx.handshake_complete:
-        return Phase.APPLICATION_DATA
-    if not ctx.server_hello_seen:
-        return Phase.CLIENT_HELLO
-    if ctx.side == "client":
-        return Phase.SERVER_CERTIFICATE
-    if ctx.certificate_requested is False:
-        return Phase.FINISHED
-    return Phase.CLIENT_CERTIFICATE

@@ -603,7 +603,8 @@ class FailureContext:
     verify_details: str | None = None
 
 
-def _generic_phase(ctx: FailureContext) -> Phase:
+def phase_in_progress(ctx: FailureContext) -> Phase:
+    """The phase a connection is in, judged from what it has seen so far."""
     if ctx.surfaced_in == "close":
         return Phase.CLOSE
     if ctx.handshake_complete:
@@ -612,12 +613,25 @@ def _generic_phase(ctx: FailureContext) -> Phase:
         if ctx.side == "client" and ctx.received_anything:
             return Phase.SERVER_HELLO
         return Phase.CLIENT_HELLO
-    return Phase.FINISHED
+    if ctx.side == "client":
+        return Phase.SERVER_CERTIFICATE
+    if ctx.certificate_requested is False:
+        return Phase.FINISHED
+    return Phase.CLIENT_CERTIFICATE
 
 
 def _looks_like_http(prefix: bytes) -> bool:
     head = prefix[:8].upper()
-    methods = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ")
+    methods = (
+        b"GET ",
+        b"POST ",
+        b"HEAD ",
+        b"PUT ",
+        b"DELETE ",
+        b"OPTIONS ",
+        b"PATCH ",
+        b"TRACE ",
+    )
     return head.startswith(b"HTTP/") or head.startswith(methods) or head == b"CONNECT "
 
 
@@ -626,8 +640,14 @@ def _peer_alert_class(
 ) -> tuple[type[PeerAlert], Phase]:
     """Which :class:`PeerAlert` subclass, and which phase, a received alert means."""
     before_hello = not ctx.server_hello_seen and not ctx.handshake_complete
+    if before_hello and ctx.side == "server":
+        hello_phase = Phase.CLIENT_HELLO
+    else:
+        hello_phase = Phase.SERVER_HELLO
     if alert is Alert.CERTIFICATE_REQUIRED:
-        return PeerRequiresCertificate, Phase.CLIENT_CERTIFICATE
+        return PeerRequiresCertificate, (
+            hello_phase if before_hello else Phase.CLIENT_CERTIFICATE
+        )
     if alert is Alert.UNRECOGNIZED_NAME:
         return PeerUnrecognizedName, Phase.CLIENT_HELLO
     if alert is Alert.NO_APPLICATION_PROTOCOL:
@@ -641,10 +661,10 @@ def _peer_alert_class(
         Alert.INSUFFICIENT_SECURITY,
         Alert.INAPPROPRIATE_FALLBACK,
     ):
-        return PeerProtocolVersion, Phase.SERVER_HELLO
+        return PeerProtocolVersion, hello_phase
     if alert is Alert.HANDSHAKE_FAILURE:
         if before_hello:
-            return PeerHandshakeFailure, Phase.SERVER_HELLO
+            return PeerHandshakeFailure, hello_phase
         if (
             ctx.side == "client"
             and ctx.certificate_requested
@@ -653,7 +673,7 @@ def _peer_alert_class(
             # TLS 1.2 has no certificate_required: a server that insists on a
             # certificate answers an empty Certificate with handshake_failure.
             return PeerRequiresCertificate, Phase.CLIENT_CERTIFICATE
-        return PeerHandshakeFailure, _generic_phase(ctx)
+        return PeerHandshakeFailure, phase_in_progress(ctx)
     if alert in _PEER_CERTIFICATE_ALERTS and not before_hello:
         if ctx.side == "server":
             return PeerRejectedCertificate, Phase.SERVER_CERTIFICATE
@@ -663,7 +683,7 @@ def _peer_alert_class(
         # it is always about ours, even when TLS 1.3 delivers it after our
         # handshake finished.
         return PeerRejectedCertificate, Phase.CLIENT_CERTIFICATE
-    return PeerProtocolError, _generic_phase(ctx)
+    return PeerProtocolError, phase_in_progress(ctx)
 
 
 def classify(exc: ssl.SSLError, ctx: FailureContext) -> TLSError:
@@ -694,14 +714,20 @@ def classify(exc: ssl.SSLError, ctx: FailureContext) -> TLSError:
             ctx,
             text,
             phase=phase,
-            alert_sent=sent or verify_code_alert(code),
+            alert_sent=sent if sent is not None else verify_code_alert(code),
             verify_code=code,
         )
 
     reason = exc.reason or ""
 
     # 2. The peer told us, with an alert.
-    received = ctx.wire_alert_received or alert_from_ssl_error(exc)
+    received = (
+        ctx.wire_alert_received
+        if ctx.wire_alert_received is not None
+        else alert_from_ssl_error(exc)
+    )
+    if isinstance(exc, ssl.SSLZeroReturnError):
+        received = None  # a close_notify: handled below, not a refusal
     if received is not None or " alert " in str(exc):
         peer_cls, phase = _peer_alert_class(received, ctx)
         if phase is Phase.CLIENT_CERTIFICATE and ctx.handshake_complete:
@@ -717,6 +743,7 @@ def classify(exc: ssl.SSLError, ctx: FailureContext) -> TLSError:
             ctx,
             f"peer sent {named}: {_reason_text(exc)}",
             phase=phase,
+            alert_sent=sent,
             alert_received=received,
         )
 
@@ -734,7 +761,8 @@ def classify(exc: ssl.SSLError, ctx: FailureContext) -> TLSError:
                 else Phase.CLIENT_CERTIFICATE
             ),
             alert_sent=sent
-            or (Alert.CERTIFICATE_REQUIRED if v13 else Alert.HANDSHAKE_FAILURE),
+            if sent is not None
+            else (Alert.CERTIFICATE_REQUIRED if v13 else Alert.HANDSHAKE_FAILURE),
         )
     if reason in _NEGOTIATION_REASONS:
         return _build(
@@ -743,7 +771,7 @@ def classify(exc: ssl.SSLError, ctx: FailureContext) -> TLSError:
             ctx,
             f"negotiation failed: {_reason_text(exc)}",
             phase=Phase.SERVER_HELLO,
-            alert_sent=sent or _sent_if_written(reason, ctx),
+            alert_sent=sent if sent is not None else _sent_if_written(reason, ctx),
         )
     if reason in ("HTTP_REQUEST", "HTTPS_PROXY_REQUEST") or (
         reason == "WRONG_VERSION_NUMBER" and _looks_like_http(ctx.received_prefix)
@@ -775,7 +803,7 @@ def classify(exc: ssl.SSLError, ctx: FailureContext) -> TLSError:
             exc,
             ctx,
             "peer closed the connection without a close_notify alert",
-            phase=_generic_phase(ctx),
+            phase=phase_in_progress(ctx),
             alert_sent=sent,
         )
     if isinstance(exc, ssl.SSLZeroReturnError):
@@ -784,7 +812,7 @@ def classify(exc: ssl.SSLError, ctx: FailureContext) -> TLSError:
             exc,
             ctx,
             "peer closed the TLS session before the handshake finished",
-            phase=_generic_phase(ctx),
+            phase=phase_in_progress(ctx),
             alert_received=Alert.CLOSE_NOTIFY,
         )
     return _build(
@@ -792,8 +820,8 @@ def classify(exc: ssl.SSLError, ctx: FailureContext) -> TLSError:
         exc,
         ctx,
         f"protocol error: {_reason_text(exc)}",
-        phase=_generic_phase(ctx),
-        alert_sent=sent or _sent_if_written(reason, ctx),
+        phase=phase_in_progress(ctx),
+        alert_sent=sent if sent is not None else _sent_if_written(reason, ctx),
     )
 
 
