@@ -441,6 +441,7 @@ class TLSEngine:
                 if chunks:
                     break
                 if self._ragged_eof_ok:
+                    self._discard_output()
                     return b""
                 raise self._fail(exc, surfaced_in) from exc
             except ssl.SSLError as exc:
@@ -677,7 +678,15 @@ class TLSEngine:
             server_name=sni or self._obj.server_hostname,
         )
 
+    def _discard_output(self) -> None:
+        self._outgoing.read()
+        self._pending_out = self._held_out = b""
+
     def _fail(self, exc: ssl.SSLError, surfaced_in: SurfacedIn) -> TLSError:
+        if isinstance(exc, ssl.SSLEOFError):
+            # The peer is gone: OpenSSL's parting decode_error has nobody to
+            # reach, and sending it would only fail.
+            self._discard_output()
         self._capture_out()
         ctx = self._context(surfaced_in)
         chain: tuple[CertificateInfo, ...] = ()

@@ -36,6 +36,7 @@ reset can destroy the alert before the peer reads it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import enum
 import operator
@@ -48,7 +49,13 @@ from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
 from ._certs import PeerInfo
 from ._engine import TLSEngine
-from ._errors import ClientAuthNotConfirmed, HandshakeTimeout, Phase, TLSError
+from ._errors import (
+    ClientAuthNotConfirmed,
+    HandshakeTimeout,
+    Phase,
+    TLSError,
+    TruncatedStream,
+)
 from ._policy import ClientPolicy, ServerPolicy, coerce_policy
 
 __all__ = ["TLSStream", "open_tls_stream"]
@@ -555,7 +562,14 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
             await checkpoint_if_cancelled()
             self._check_status()
             if not self._handshake_done:
-                await self._ensure_handshake()
+                try:
+                    await self._ensure_handshake()
+                except TruncatedStream:
+                    # As trio does: an HTTPS peer may hang up before the
+                    # handshake, and that is an end of stream, not an attack.
+                    if not self._https_compatible:
+                        raise
+                    return b""
                 checkpointed = True
             else:
                 checkpointed = False
@@ -624,24 +638,31 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
     async def aclose(self) -> None:
         """Send close_notify (without waiting for the reply) and close.
 
-        Idempotent.  Closes the transport exactly once, also when cancelled or
-        when the stream is broken.
+        As in :class:`trio.SSLStream`, a stream that has not handshaken yet
+        does so first, so that the peer gets a close_notify rather than a bare
+        EOF; with ``https_compatible`` no close_notify is sent at all.
+        Idempotent.  Closes the transport exactly once, also when cancelled,
+        when the stream is broken, or when that last handshake fails (whose
+        error is then raised).
         """
         if self._state is _State.CLOSED:
             await trio.lowlevel.checkpoint()
             return
         transport = self.transport_stream
-        notify = self._state is _State.OK and self._engine.handshake_complete
-        self._state = _State.CLOSED
         try:
-            if notify:
+            if self._state is _State.OK and not self._https_compatible:
+                if not self._handshake_done:
+                    await self._ensure_handshake()
                 self._engine.start_close()
-                await self._flush()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+                with contextlib.suppress(
+                    trio.BrokenResourceError, trio.ClosedResourceError
+                ):
+                    await self._flush()
         except BaseException:
+            self._state = _State.CLOSED
             await trio.aclose_forcefully(transport)
             raise
+        self._state = _State.CLOSED
         await transport.aclose()
 
 
