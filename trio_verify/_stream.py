@@ -198,33 +198,28 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
                 authorize=coerced.authorize,
                 ragged_eof_ok=https_compatible,
             )
-        set_ = object.__setattr__
-        set_(self, "transport_stream", transport_stream)
-        set_(self, "_policy", coerced)
-        set_(self, "_engine", engine)
-        set_(self, "_https_compatible", https_compatible)
-        set_(self, "_alert_linger", alert_linger)
-        set_(self, "_state", _State.OK)
-        set_(self, "_broken_by", None)
-        set_(self, "_handshake_done", False)
-        set_(self, "_handshake_event", None)
-        set_(self, "_handshake_failure", None)
-        set_(self, "_close_notify_received", False)
-        set_(self, "_buffer", bytearray())
-        set_(self, "_send_lock", trio.Lock())
-        set_(self, "_recv_lock", trio.Lock())
-        set_(
-            self,
-            "_send_conflict",
-            _Conflict("another task is currently sending data on this TLSStream"),
+        self.transport_stream = transport_stream
+        self._policy = coerced
+        self._engine = engine
+        self._https_compatible = https_compatible
+        self._alert_linger = alert_linger
+        self._state = _State.OK
+        self._broken_by = None
+        self._handshake_done = False
+        self._handshake_event = None
+        self._handshake_failure = None
+        self._close_notify_received = False
+        self._buffer = bytearray()
+        self._send_lock = trio.Lock()
+        self._recv_lock = trio.Lock()
+        self._send_conflict = _Conflict(
+            "another task is currently sending data on this TLSStream"
         )
-        set_(
-            self,
-            "_recv_conflict",
-            _Conflict("another task is currently receiving data on this TLSStream"),
+        self._recv_conflict = _Conflict(
+            "another task is currently receiving data on this TLSStream"
         )
 
-    # Instance attributes (set through object.__setattr__ above).
+    # Instance attributes.
     _policy: ClientPolicy | ServerPolicy
     _engine: TLSEngine
     _https_compatible: bool
