@@ -363,15 +363,23 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
         if not engine.has_data_to_send:
             return
         transport = self.transport_stream
-        with trio.CancelScope(shield=True) as scope:
-            scope.deadline = trio.current_time() + self._alert_linger
+        # Shielded: a caller's cancellation must not swallow the alert.  Both
+        # steps are bounded, the send by a fixed second (an alert is a few
+        # bytes), the drain by ``alert_linger``.
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + 1.0):
             try:
                 async with self._send_lock:
                     await transport.send_all(engine.data_to_send())
                 if isinstance(transport, trio.abc.HalfCloseableStream):
                     await transport.send_eof()
-                if self._recv_lock.locked():
-                    return
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                return
+        if self._alert_linger <= 0 or self._recv_lock.locked():
+            return
+        with trio.CancelScope(
+            shield=True, deadline=trio.current_time() + self._alert_linger
+        ):
+            try:
                 async with self._recv_lock:
                     while await transport.receive_some(_RECEIVE_SIZE):
                         pass
