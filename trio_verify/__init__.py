@@ -46,7 +46,10 @@ from ._errors import (
     UnknownIssuer,
     WeakCertificate,
 )
-from ._policy import ClientAuth, ClientPolicy, Identity, ServerPolicy
+from ._hello import ClientHello
+from ._listener import PolicySelector, TLSListener, serve_tls
+from ._policy import ClientAuth, ClientPolicy, Identity, Reject, ServerPolicy
+from ._report import HandshakeReport
 from ._stream import TLSStream, open_tls_stream
 
 __version__ = "0.1.0"
@@ -61,7 +64,9 @@ __all__ = [
     "CertificateVerificationError",
     "ClientAuth",
     "ClientAuthNotConfirmed",
+    "ClientHello",
     "ClientPolicy",
+    "HandshakeReport",
     "HandshakeTimeout",
     "Identity",
     "InvalidChain",
@@ -86,14 +91,18 @@ __all__ = [
     "PinMismatch",
     "PolicyError",
     "PolicyRejected",
+    "PolicySelector",
     "PolicyWarning",
     "ProtocolViolation",
+    "Reject",
     "RevocationStatusUnknown",
     "ServerPolicy",
     "TLSError",
+    "TLSListener",
     "TLSStream",
     "TruncatedStream",
     "UnknownIssuer",
     "WeakCertificate",
     "open_tls_stream",
+    "serve_tls",
 ]

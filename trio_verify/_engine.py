@@ -62,6 +62,7 @@ from ._certs import (
 from ._errors import (
     Alert,
     FailureContext,
+    NegotiationFailed,
     Phase,
     PinMismatch,
     PolicyRejected,
@@ -505,6 +506,55 @@ class TLSEngine:
             raise self._fail(exc, "close") from exc
         return True
 
+    def request_client_certificate(self) -> None:
+        """Queue a TLS 1.3 CertificateRequest (post-handshake authentication).
+
+        The client answers when it next reads; :meth:`read` then processes the
+        answer, and :attr:`client_certificate_received` turns true once a
+        certificate has been verified.
+
+        Raises:
+            NegotiationFailed: this connection cannot do it (TLS 1.2, or the
+                client did not offer post-handshake authentication).  Nothing
+                was sent; the connection is unharmed.
+        """
+        try:
+            self._obj.verify_client_post_handshake()
+            # OpenSSL writes the CertificateRequest at its next I/O call.
+            self._obj.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLError as exc:
+            raise NegotiationFailed(
+                "cannot ask this client for a certificate after the handshake: "
+                f"{exc.reason or exc} (it needs TLS 1.3 and a client that offers "
+                "post-handshake authentication)",
+                phase=Phase.POST_HANDSHAKE_AUTH,
+                side=self.side,
+                tls_version=self.tls_version,
+                ssl_error=exc,
+            ) from exc
+
+    @property
+    def client_certificate_received(self) -> bool:
+        """Whether the server holds a verified client certificate now."""
+        try:
+            return self._obj.getpeercert(binary_form=True) is not None
+        except ValueError:
+            # Mid-exchange OpenSSL is "in init" again and ssl refuses to look.
+            return False
+
+    def finish_post_handshake_auth(self) -> PeerInfo:
+        """Refresh :attr:`peer` after post-handshake authentication and run
+        the policy's ``authorize`` on it.
+
+        Raises:
+            PolicyRejected: ``authorize`` refused the client.
+        """
+        self._peer = self._build_peer(self._peer.server_name if self._peer else None)
+        self._authorize_peer()
+        return self._peer
+
     @property
     def has_session_ticket(self) -> bool:
         """Whether the client has received a session ticket (TLS 1.3)."""
@@ -605,7 +655,19 @@ class TLSEngine:
                     PinMismatch,
                     f"server public key matches no pin (presented {presented})",
                 )
-        if self._authorize is not None and self.server_side:
+        if (
+            self._authorize is not None
+            and self.server_side
+            and not self._obj.context.post_handshake_auth
+        ):
+            # With deferred client authentication there is nothing to judge
+            # yet; finish_post_handshake_auth() runs authorize later.
+            self._authorize_peer()
+
+    def _authorize_peer(self) -> None:
+        peer = self._peer
+        assert peer is not None
+        if self._authorize is not None:
             try:
                 allowed = self._authorize(peer)
             except Exception as exc:

@@ -730,12 +730,14 @@ def classify(exc: ssl.SSLError, ctx: FailureContext) -> TLSError:
         received = None  # a close_notify: handled below, not a refusal
     if received is not None or " alert " in str(exc):
         peer_cls, phase = _peer_alert_class(received, ctx)
-        if phase is Phase.CLIENT_CERTIFICATE and ctx.handshake_complete:
-            phase = (
-                Phase.POST_HANDSHAKE_AUTH
-                if ctx.side == "server"
-                else Phase.CLIENT_CERTIFICATE
-            )
+        if (
+            phase is Phase.CLIENT_CERTIFICATE
+            and ctx.handshake_complete
+            and (ctx.side == "server" or ctx.certificate_requested is False)
+        ):
+            # A verdict on a certificate that the handshake never asked for
+            # is one on a certificate asked for afterwards (TLS 1.3 PHA).
+            phase = Phase.POST_HANDSHAKE_AUTH
         named = str(received) if received is not None else "an unnamed alert"
         return _build(
             peer_cls,

@@ -58,12 +58,13 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from ._certs import CertificateInfo, PeerInfo, load_pem_chain
-from ._errors import PolicyError, PolicyWarning
+from ._errors import Alert, PolicyError, PolicyWarning
 
 __all__ = [
     "ClientAuth",
     "ClientPolicy",
     "Identity",
+    "Reject",
     "ServerPolicy",
     "coerce_policy",
 ]
@@ -129,13 +130,28 @@ class ClientAuth(enum.Enum):
     """Every client must send a certificate, which is verified: mutual TLS
     (``ssl.CERT_REQUIRED``, Go ``RequireAndVerifyClientCert``)."""
 
+    DEFERRED = "deferred"
+    """No certificate is requested in the handshake; the server asks later,
+    per connection, with :meth:`TLSStream.request_client_certificate
+    <trio_verify.TLSStream.request_client_certificate>` (TLS 1.3
+    post-handshake authentication; the client's policy must opt in with
+    ``post_handshake_auth=True``).  A certificate the client then sends is
+    verified, and none at all is refused."""
+
 
 _VERIFY_MODES: Final = {
     ClientAuth.NONE: ssl.CERT_NONE,
     ClientAuth.OPTIONAL: ssl.CERT_OPTIONAL,
     ClientAuth.REQUIRED: ssl.CERT_REQUIRED,
+    # With post_handshake_auth on a server context, OpenSSL asks for nothing
+    # in the handshake and verifies what comes when asked later.
+    ClientAuth.DEFERRED: ssl.CERT_REQUIRED,
 }
-_CLIENT_AUTH_BY_MODE: Final = {mode: auth for auth, mode in _VERIFY_MODES.items()}
+_CLIENT_AUTH_BY_MODE: Final = {
+    ssl.CERT_NONE: ClientAuth.NONE,
+    ssl.CERT_OPTIONAL: ClientAuth.OPTIONAL,
+    ssl.CERT_REQUIRED: ClientAuth.REQUIRED,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -718,6 +734,9 @@ class ClientPolicy(_Policy):
     confirm_client_auth: ConfirmClientAuth
     """When the handshake waits for a TLS 1.3 server's verdict on our
     certificate."""
+    post_handshake_auth: bool
+    """Whether we let a TLS 1.3 server ask for our certificate after the
+    handshake (for servers with ``ClientAuth.DEFERRED``)."""
     confirm_timeout: float
     """Seconds to wait for that verdict."""
     handshake_timeout: float | None
@@ -747,6 +766,7 @@ class ClientPolicy(_Policy):
         maximum_version: ssl.TLSVersion | None = None,
         confirm_client_auth: ConfirmClientAuth = "auto",
         confirm_timeout: float = 5.0,
+        post_handshake_auth: bool = False,
         handshake_timeout: float | None = 30.0,
         name: str | None = None,
     ) -> None:
@@ -842,6 +862,7 @@ class ClientPolicy(_Policy):
             confirm_timeout=_timeout(
                 confirm_timeout, param="confirm_timeout", optional=False
             ),
+            post_handshake_auth=_flag(post_handshake_auth, "post_handshake_auth"),
             handshake_timeout=_timeout(
                 handshake_timeout, param="handshake_timeout", optional=True
             ),
@@ -968,6 +989,7 @@ class ClientPolicy(_Policy):
             confirm_timeout=_timeout(
                 confirm_timeout, param="confirm_timeout", optional=False
             ),
+            post_handshake_auth=context.post_handshake_auth,
             handshake_timeout=_timeout(
                 handshake_timeout, param="handshake_timeout", optional=True
             ),
@@ -1002,9 +1024,9 @@ class ClientPolicy(_Policy):
             self.maximum_version,
             self.alpn,
         )
-        # Post-handshake authentication stays off until ClientAuth.DEFERRED
-        # exists to drive it; offering it would let a server ask at any time.
-        context.post_handshake_auth = False
+        # Offered only on request: it lets the server ask for our certificate
+        # at any time after the handshake.
+        context.post_handshake_auth = self.post_handshake_auth
         if self.insecure:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
@@ -1229,6 +1251,15 @@ class ServerPolicy(_Policy):
                 "offers ALPN: pass the protocols the server speaks as alpn=."
             )
         minimum, maximum = _versions(minimum_version, maximum_version)
+        if client_auth is ClientAuth.DEFERRED and maximum not in (
+            None,
+            ssl.TLSVersion.TLSv1_3,
+        ):
+            raise PolicyError(
+                "ClientAuth.DEFERRED is TLS 1.3 post-handshake authentication, "
+                f"but maximum_version={maximum!r} rules TLS 1.3 out: allow TLS "
+                "1.3, or use ClientAuth.REQUIRED."
+            )
         self._set(
             identity=identity,
             client_auth=client_auth,
@@ -1292,6 +1323,8 @@ class ServerPolicy(_Policy):
                 "or ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)."
             )
         client_auth = _CLIENT_AUTH_BY_MODE[context.verify_mode]
+        if context.post_handshake_auth and client_auth is not ClientAuth.NONE:
+            client_auth = ClientAuth.DEFERRED
         _check_authorize(authorize, client_auth)
         if context.sni_callback is not None:
             _warn(
@@ -1352,6 +1385,7 @@ class ServerPolicy(_Policy):
         # the stream decides when they are sent.
         context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
         context.verify_mode = _VERIFY_MODES[self.client_auth]
+        context.post_handshake_auth = self.client_auth is ClientAuth.DEFERRED
         _load_anchors(
             context,
             (*self.client_trust, *self.pinned_clients),
@@ -1391,6 +1425,12 @@ class ServerPolicy(_Policy):
         else:
             if self.client_auth is ClientAuth.REQUIRED:
                 sentence = f"Every client must present {anchors}"
+            elif self.client_auth is ClientAuth.DEFERRED:
+                sentence = (
+                    "Clients are not asked for a certificate in the handshake; "
+                    "when the server asks later (ClientAuth.DEFERRED, TLS 1.3 "
+                    f"only), the client must present {anchors}"
+                )
             else:
                 sentence = (
                     "Clients are asked for a certificate but may send none "
@@ -1500,3 +1540,23 @@ def coerce_policy(
     raise TypeError(
         f"expected a ClientPolicy, ServerPolicy or ssl.SSLContext, not {obj!r}"
     )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reject:
+    """A selector's answer that refuses a connection before the handshake.
+
+    The listener sends ``alert`` as a plaintext TLS alert record, so the
+    client learns why (:class:`~trio_verify.PeerUnrecognizedName`,
+    :class:`~trio_verify.PeerDeniedAccess`, ...), and closes the connection.
+    On the server the refusal is reported as a
+    :class:`~trio_verify.PolicyRejected` error in phase ``CLIENT_HELLO``.
+
+    Args:
+        alert: the alert to send; ``unrecognized_name``, ``access_denied``
+            and ``no_application_protocol`` are the usual ones.
+        reason: words for the server's own report and log (never sent).
+    """
+
+    alert: Alert = Alert.ACCESS_DENIED
+    reason: str = ""

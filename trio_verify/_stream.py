@@ -41,8 +41,9 @@ import copy
 import enum
 import operator
 import ssl
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeAlias, TypeVar
 
 import trio
 from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
@@ -50,17 +51,24 @@ from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 from ._certs import PeerInfo
 from ._engine import TLSEngine
 from ._errors import (
+    Alert,
     ClientAuthNotConfirmed,
     HandshakeTimeout,
     Phase,
+    PolicyRejected,
     TLSError,
     TruncatedStream,
 )
-from ._policy import ClientPolicy, ServerPolicy, coerce_policy
+from ._hello import ClientHello, ClientHelloReader
+from ._policy import ClientPolicy, Reject, ServerPolicy, coerce_policy
+from ._report import HandshakeReport
 
 __all__ = ["TLSStream", "open_tls_stream"]
 
 T_Stream = TypeVar("T_Stream", bound=trio.abc.Stream)
+
+Selector: TypeAlias = Callable[[ClientHello], Awaitable[ServerPolicy | Reject]]
+"""How a listener chooses a policy: async, from the ClientHello."""
 
 _RECEIVE_SIZE: Final = 65536
 _DEFAULT_MAX_BYTES: Final = 65536
@@ -124,6 +132,13 @@ class _Conflict:
         self._busy = False
 
 
+def _alert_record(alert: Alert | None) -> bytes:
+    """A plaintext fatal alert record, as sent before any keys exist."""
+    if alert is None:
+        return b""
+    return bytes((21, 3, 3, 0, 2, 2, alert))
+
+
 def _encode_hostname(name: str | bytes | None) -> str | None:
     """IDNA 2008 (UTS #46) A-label form of a host name; IP literals unchanged."""
     if name is None:
@@ -182,27 +197,66 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
         alert_linger: float = 1.0,
     ) -> None:
         coerced = coerce_policy(policy, server_side=server_side)
-        hostname = _encode_hostname(server_hostname)
+        self._init_state(
+            transport_stream,
+            server_side=server_side,
+            https_compatible=https_compatible,
+            alert_linger=alert_linger,
+            handshake_timeout=coerced.handshake_timeout,
+        )
+        self._policy = coerced
         if isinstance(coerced, ClientPolicy):
-            engine = TLSEngine(
+            self._engine = TLSEngine(
                 coerced.context,
                 server_side=False,
-                server_hostname=hostname,
+                server_hostname=_encode_hostname(server_hostname),
                 spki_pins=coerced.spki_pins,
                 ragged_eof_ok=https_compatible,
             )
         else:
-            engine = TLSEngine(
-                coerced.context,
-                server_side=True,
-                authorize=coerced.authorize,
-                ragged_eof_ok=https_compatible,
-            )
+            self._engine = self._server_engine(coerced)
+
+    @classmethod
+    def _accepted(
+        cls,
+        transport_stream: T_Stream,
+        selector: Selector,
+        *,
+        https_compatible: bool,
+        alert_linger: float,
+        handshake_timeout: float | None,
+        on_report: Callable[[HandshakeReport], None] | None,
+    ) -> TLSStream[T_Stream]:
+        """A server stream whose policy ``selector`` picks from the ClientHello."""
+        self = cls.__new__(cls)
+        self._init_state(
+            transport_stream,
+            server_side=True,
+            https_compatible=https_compatible,
+            alert_linger=alert_linger,
+            handshake_timeout=handshake_timeout,
+        )
+        self._selector = selector
+        self._on_report = on_report
+        return self
+
+    def _init_state(
+        self,
+        transport_stream: T_Stream,
+        *,
+        server_side: bool,
+        https_compatible: bool,
+        alert_linger: float,
+        handshake_timeout: float | None,
+    ) -> None:
         self.transport_stream = transport_stream
-        self._policy = coerced
-        self._engine = engine
+        self._server_side = server_side
         self._https_compatible = https_compatible
         self._alert_linger = alert_linger
+        self._handshake_timeout = handshake_timeout
+        self._selector = None
+        self._on_report = None
+        self._client_hello = None
         self._state = _State.OK
         self._broken_by = None
         self._handshake_done = False
@@ -219,9 +273,23 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
             "another task is currently receiving data on this TLSStream"
         )
 
-    # Instance attributes.
+    def _server_engine(self, policy: ServerPolicy) -> TLSEngine:
+        return TLSEngine(
+            policy.context,
+            server_side=True,
+            authorize=policy.authorize,
+            ragged_eof_ok=self._https_compatible,
+        )
+
+    # Instance attributes.  A stream made by a listener has no ``_policy``
+    # and ``_engine`` until its ClientHello has been read.
     _policy: ClientPolicy | ServerPolicy
     _engine: TLSEngine
+    _server_side: bool
+    _handshake_timeout: float | None
+    _selector: Selector | None
+    _on_report: Callable[[HandshakeReport], None] | None
+    _client_hello: ClientHello | None
     _https_compatible: bool
     _alert_linger: float
     _state: _State
@@ -241,8 +309,10 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
     def __getattr__(self, name: str) -> Any:
         # Only reached for names not found normally; private names are never
         # forwarded (and must not recurse while __init__ has not run).
-        if name in _FORWARDED and "_engine" in self.__dict__:
-            if name in _AFTER_HANDSHAKE and not self._handshake_done:
+        if name in _FORWARDED and "_state" in self.__dict__:
+            if "_engine" not in self.__dict__ or (
+                name in _AFTER_HANDSHAKE and not self._handshake_done
+            ):
                 raise trio.NeedHandshakeError(
                     f"call do_handshake() before calling {name!r}"
                 )
@@ -261,17 +331,36 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
     @property
     def server_side(self) -> bool:
         """Whether this end is the server."""
-        return self._engine.server_side
+        return self._server_side
 
     @property
     def server_hostname(self) -> str | None:
-        """The server name in use (SNI), in IDNA A-label form."""
-        return self._engine.ssl_object.server_hostname
+        """The server name in use (SNI), in IDNA A-label form.
+
+        On a server this is ``None``; the name the client asked for is in
+        :attr:`client_hello` and :attr:`peer`.
+        """
+        engine = self.__dict__.get("_engine")
+        return None if engine is None else engine.ssl_object.server_hostname
 
     @property
     def policy(self) -> ClientPolicy | ServerPolicy:
-        """The verification policy this connection applies."""
-        return self._policy
+        """The verification policy this connection applies.
+
+        Raises:
+            trio.NeedHandshakeError: on a stream accepted by a
+                :class:`~trio_verify.TLSListener` whose selector has not
+                chosen yet.
+        """
+        policy = self.__dict__.get("_policy")
+        if policy is None:
+            raise trio.NeedHandshakeError("the policy is chosen during the handshake")
+        return policy  # type: ignore[no-any-return]
+
+    @property
+    def client_hello(self) -> ClientHello | None:
+        """The client's ClientHello, once a server has read it."""
+        return self._client_hello
 
     @property
     def peer(self) -> PeerInfo:
@@ -359,17 +448,21 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
         self._mark_broken(err)
         if err.peer_address is None:
             err.peer_address = self._peer_address()
-        engine = self._engine
-        if not engine.has_data_to_send:
-            return
+        engine = self.__dict__.get("_engine")
+        if engine is not None and engine.has_data_to_send:
+            await self._deliver(engine.data_to_send())
+
+    async def _deliver(self, alert: bytes) -> None:
+        """Send ``alert``, half-close, and drain what the peer still sends."""
         transport = self.transport_stream
         # Shielded: a caller's cancellation must not swallow the alert.  Both
         # steps are bounded, the send by a fixed second (an alert is a few
         # bytes), the drain by ``alert_linger``.
         with trio.CancelScope(shield=True, deadline=trio.current_time() + 1.0):
             try:
-                async with self._send_lock:
-                    await transport.send_all(engine.data_to_send())
+                if alert:
+                    async with self._send_lock:
+                        await transport.send_all(alert)
                 if isinstance(transport, trio.abc.HalfCloseableStream):
                     await transport.send_eof()
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -424,23 +517,54 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
             self._check_status()
             return
         event = self._handshake_event = trio.Event()
+        started = trio.current_time()
         try:
             await self._run_handshake()
         except BaseException as exc:
             self._handshake_failure = exc
             self._mark_broken(exc)
+            if not isinstance(exc, trio.Cancelled):
+                self._report(exc, started)
             raise
         finally:
             event.set()
+        self._report(None, started)
+
+    def _report(self, error: BaseException | None, started: float) -> None:
+        hook = self._on_report
+        if hook is None:
+            return
+        engine = self.__dict__.get("_engine")
+        peer = engine.peer if engine is not None else None
+        hello = self._client_hello
+        certificate = peer.certificate if peer is not None else None
+        if certificate is None and isinstance(error, TLSError) and error.peer_chain:
+            certificate = error.peer_chain[0]
+        policy = self.__dict__.get("_policy")
+        report = HandshakeReport(
+            peer_address=hello.peer_address if hello else self._peer_address(),
+            server_name=hello.server_name if hello else None,
+            alpn_protocol=peer.alpn_protocol if peer else None,
+            tls_version=(peer.tls_version if peer else None)
+            or (error.tls_version if isinstance(error, TLSError) else None),
+            cipher=peer.cipher[0] if peer and peer.cipher else None,
+            policy_name=getattr(policy, "name", None),
+            client_certificate=certificate,
+            duration=trio.current_time() - started,
+            error=error,
+        )
+        hook(report)
 
     async def _run_handshake(self) -> None:
-        engine = self._engine
-        timeout = self._policy.handshake_timeout
+        timeout = self._handshake_timeout
         bound: AbstractContextManager[object] = (
             trio.fail_after(timeout) if timeout is not None else nullcontext()
         )
         try:
             with bound:
+                if self._server_side:
+                    await self._read_client_hello()
+                engine = self._engine
                 while not engine.do_handshake():
                     await self._flush()
                     await self._receive()
@@ -449,20 +573,85 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
             await self._fatal(err)
             raise
         except trio.TooSlowError:
-            timed_out = engine.fail_with(
-                HandshakeTimeout(
-                    f"handshake did not finish within {timeout} seconds",
-                    phase=engine.current_phase(),
-                    side=engine.side,
-                    tls_version=engine.tls_version,
-                    server_name=self.server_hostname,
-                    peer_address=self._peer_address(),
-                )
+            engine_now: TLSEngine | None = self.__dict__.get("_engine")
+            timed_out = HandshakeTimeout(
+                f"handshake did not finish within {timeout} seconds",
+                phase=engine_now.current_phase() if engine_now else Phase.CLIENT_HELLO,
+                side="server" if self._server_side else "client",
+                tls_version=engine_now.tls_version if engine_now else None,
+                server_name=self.server_hostname,
+                peer_address=self._peer_address(),
             )
+            if engine_now is not None:
+                engine_now.fail_with(timed_out)
             raise timed_out from None
         if self._needs_confirmation():
             await self._confirm()
         self._handshake_done = True
+
+    async def _read_client_hello(self) -> None:
+        """Read the ClientHello before OpenSSL sees it; choose the policy.
+
+        The bytes are replayed into the engine afterwards, so nothing is lost,
+        and the policy chosen from them governs the whole handshake (which an
+        ``sni_callback`` swapping contexts cannot do: the verify mode stays).
+        """
+        reader = ClientHelloReader(peer_address=self._peer_address())
+        transport = self.transport_stream
+        hello = None
+        try:
+            while hello is None:
+                data = await transport.receive_some(_RECEIVE_SIZE)
+                if not data:
+                    reader.feed_eof()
+                hello = reader.feed(data)
+        except TLSError as err:
+            # Whatever a plain OpenSSL server would answer these bytes with.
+            self._mark_broken(err)
+            await self._deliver(reader.data_to_send())
+            raise
+        except BaseException as exc:
+            self._mark_broken(exc)
+            raise
+        self._client_hello = hello
+        policy = self.__dict__.get("_policy")
+        if policy is None:
+            assert self._selector is not None
+            try:
+                decision = await self._selector(hello)
+            except Exception as exc:
+                reject = Reject(Alert.INTERNAL_ERROR, f"selector raised {exc!r}")
+                raise await self._refuse(hello, reject) from exc
+            if isinstance(decision, Reject):
+                raise await self._refuse(hello, decision)
+            policy = self._policy = decision
+            self._engine = self._server_engine(decision)
+        if isinstance(policy, ServerPolicy) and policy.alpn_required:
+            offered = set(hello.alpn_protocols)
+            if not offered.intersection(policy.alpn):
+                raise await self._refuse(
+                    hello,
+                    Reject(
+                        Alert.NO_APPLICATION_PROTOCOL,
+                        f"no shared application protocol (client offered "
+                        f"{', '.join(hello.alpn_protocols) or 'none'})",
+                    ),
+                )
+        self._engine.receive_data(hello.raw)
+
+    async def _refuse(self, hello: ClientHello, reject: Reject) -> PolicyRejected:
+        """Send ``reject``'s alert; return the error to raise."""
+        error = PolicyRejected(
+            f"refused: {reject.reason or 'by the policy selector'}",
+            phase=Phase.CLIENT_HELLO,
+            side="server",
+            alert_sent=reject.alert,
+            server_name=hello.server_name,
+            peer_address=hello.peer_address,
+        )
+        self._mark_broken(error)
+        await self._deliver(_alert_record(reject.alert))
+        return error
 
     def _needs_confirmation(self) -> bool:
         policy = self._policy
@@ -604,6 +793,79 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
             except TLSError as err:
                 await self._fatal(err)
                 raise
+
+    async def request_client_certificate(
+        self, *, timeout: float | None = 30.0
+    ) -> PeerInfo:
+        """Ask the client for its certificate now (TLS 1.3, server side).
+
+        For servers whose policy has ``ClientAuth.DEFERRED``: a connection can
+        be accepted anonymously and asked to authenticate later, for instance
+        when it requests something protected.  The client answers when it next
+        reads, so call this while the client is waiting for a response.
+        Application data that arrives meanwhile is kept for
+        :meth:`receive_some`.
+
+        Returns:
+            The refreshed :attr:`peer`, with the verified client certificate.
+
+        Raises:
+            NegotiationFailed: the connection cannot do it (TLS 1.2, or the
+                client did not offer post-handshake authentication); the
+                stream stays usable.
+            CertificateVerificationError: the client's certificate was refused
+                (``phase=Phase.POST_HANDSHAKE_AUTH``); the alert was sent.
+            MissingClientCertificate: the client sent none.
+            PolicyRejected: the policy's ``authorize`` refused it.
+            HandshakeTimeout: no answer within ``timeout`` seconds.
+            trio.BusyResourceError: another task is receiving.
+        """
+        with self._recv_conflict:
+            await checkpoint_if_cancelled()
+            self._check_status()
+            if not self._server_side:
+                raise RuntimeError("only a server can ask for a client certificate")
+            await self._ensure_handshake()
+            engine = self._engine
+            engine.request_client_certificate()
+            try:
+                with trio.fail_after(timeout) if timeout is not None else nullcontext():
+                    await self._flush()
+                    while True:
+                        data = engine.read(_DEFAULT_MAX_BYTES)
+                        if data == b"":
+                            self._close_notify_received = True
+                            raise trio.BrokenResourceError(
+                                "the client closed the connection instead of "
+                                "presenting a certificate"
+                            )
+                        if data:
+                            self._buffer += data
+                        if engine.client_certificate_received:
+                            break
+                        await self._flush()
+                        if not data:
+                            await self._receive()
+                    # OpenSSL issues fresh session tickets that carry the
+                    # client's identity.
+                    await self._flush()
+                return engine.finish_post_handshake_auth()
+            except TLSError as err:
+                await self._fatal(err)
+                raise
+            except trio.TooSlowError:
+                timed_out = engine.fail_with(
+                    HandshakeTimeout(
+                        f"the client presented no certificate within {timeout} "
+                        "seconds of being asked",
+                        phase=Phase.POST_HANDSHAKE_AUTH,
+                        side="server",
+                        tls_version=engine.tls_version,
+                        peer_address=self._peer_address(),
+                    )
+                )
+                self._mark_broken(timed_out)
+                raise timed_out from None
 
     async def wait_send_all_might_not_block(self) -> None:
         """Wait until :meth:`send_all` might not block (no handshake done)."""
