@@ -80,11 +80,9 @@ _CHANGE_CIPHER_SPEC: Final = 20
 _ALERT: Final = 21
 _HANDSHAKE: Final = 22
 _APPLICATION_DATA: Final = 23
-_HS_CLIENT_HELLO: Final = 1
 _HS_SERVER_HELLO: Final = 2
 _HS_CERTIFICATE: Final = 11
 _HS_CERTIFICATE_REQUEST: Final = 13
-_EXT_SERVER_NAME: Final = 0
 _EXT_SUPPORTED_VERSIONS: Final = 43
 _FATAL: Final = 2
 
@@ -113,7 +111,6 @@ class _WireWatcher:
         "certificate_request",
         "change_cipher_spec",
         "encrypted_records",
-        "server_name",
         "version",
     )
 
@@ -127,7 +124,6 @@ class _WireWatcher:
         self.version: str | None = None
         self.certificate_request = False
         self.certificate_count: int | None = None
-        self.server_name: str | None = None
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         if not self.active or not data:
@@ -190,8 +186,6 @@ class _WireWatcher:
     def _message(self, msg_type: int, body: bytes) -> None:
         if msg_type == _HS_SERVER_HELLO:
             self.version = _server_hello_version(body)
-        elif msg_type == _HS_CLIENT_HELLO:
-            self.server_name = _client_hello_server_name(body)
         elif msg_type == _HS_CERTIFICATE_REQUEST:
             self.certificate_request = True
         elif msg_type == _HS_CERTIFICATE and self.version != "TLSv1.3":
@@ -223,18 +217,6 @@ def _server_hello_version(body: bytes) -> str | None:
     if supported is not None and len(supported) == 2:
         legacy = int.from_bytes(supported, "big")
     return _VERSION_NAMES.get(legacy)
-
-
-def _client_hello_server_name(body: bytes) -> str | None:
-    pos = 2 + 32
-    pos += 1 + body[pos]  # session id
-    pos += 2 + int.from_bytes(body[pos : pos + 2], "big")  # cipher suites
-    pos += 1 + body[pos]  # compression methods
-    ext = _extensions(body, pos).get(_EXT_SERVER_NAME)
-    if ext is None or len(ext) < 5 or ext[2] != 0:
-        return None
-    name_len = int.from_bytes(ext[3:5], "big")
-    return ext[5 : 5 + name_len].decode("ascii", "replace")
 
 
 def _verify_details(
@@ -300,6 +282,7 @@ class TLSEngine:
         "error",
         "handshake_complete",
         "received_anything",
+        "server_name",
         "server_side",
         "side",
         "tls_version",
@@ -326,6 +309,9 @@ class TLSEngine:
             session=session,
         )
         self.server_side = server_side
+        self.server_name: str | None = server_hostname
+        """The SNI name: ours on a client; on a server, the client's, once the
+        caller (who read the ClientHello) sets it."""
         self.side: Side = "server" if server_side else "client"
         self._spki_pins = spki_pins
         self._authorize = authorize
@@ -551,7 +537,7 @@ class TLSEngine:
         Raises:
             PolicyRejected: ``authorize`` refused the client.
         """
-        self._peer = self._build_peer(self._peer.server_name if self._peer else None)
+        self._peer = self._build_peer()
         self._authorize_peer()
         return self._peer
 
@@ -624,13 +610,8 @@ class TLSEngine:
         self._capture_out()
         self._learn_from_wire()
         self.tls_version = self._obj.version() or self.tls_version
-        server_name = (
-            self._watch_in.server_name
-            if self.server_side and self._watch_in is not None
-            else None
-        )
         self._watch_in = self._watch_out = None
-        self._peer = self._build_peer(server_name)
+        self._peer = self._build_peer()
         if (
             self.server_side
             and self.tls_version == "TLSv1.3"
@@ -698,10 +679,10 @@ class TLSEngine:
         self.error = err
         return err
 
-    def _build_peer(self, server_name: str | None = None) -> PeerInfo:
+    def _build_peer(self) -> PeerInfo:
         obj = self._obj
         if not self.handshake_complete:
-            return PeerInfo(server_name=server_name or obj.server_hostname)
+            return PeerInfo(server_name=self.server_name)
         der = obj.getpeercert(binary_form=True)
         chain = chain_from_sslobject(obj, verified=True)
         verified = bool(chain)
@@ -712,7 +693,7 @@ class TLSEngine:
             certificate=chain[0] if chain else None,
             chain=chain,
             chain_verified=verified,
-            server_name=server_name or obj.server_hostname,
+            server_name=self.server_name,
             alpn_protocol=obj.selected_alpn_protocol(),
             tls_version=obj.version(),
             cipher=cipher,
@@ -722,7 +703,6 @@ class TLSEngine:
     def _context(self, surfaced_in: SurfacedIn) -> FailureContext:
         self._learn_from_wire()
         win, wout = self._watch_in, self._watch_out
-        sni = win.server_name if self.server_side and win is not None else None
         return FailureContext(
             side=self.side,
             surfaced_in=surfaced_in,
@@ -737,7 +717,7 @@ class TLSEngine:
             wire_alert_sent=wout.alert if wout is not None else None,
             wrote_on_failure=bool(self._pending_out),
             received_prefix=self._prefix,
-            server_name=sni or self._obj.server_hostname,
+            server_name=self.server_name,
         )
 
     def _discard_output(self) -> None:

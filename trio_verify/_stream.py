@@ -637,6 +637,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
                         f"{', '.join(hello.alpn_protocols) or 'none'})",
                     ),
                 )
+        self._engine.server_name = hello.server_name
         self._engine.receive_data(hello.raw)
 
     async def _refuse(self, hello: ClientHello, reject: Reject) -> PolicyRejected:
