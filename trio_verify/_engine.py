@@ -328,6 +328,12 @@ class TLSEngine:
         self.error: TLSError | None = None
         self.tls_version: str | None = None
         self.certificate_requested: bool | None = None
+        if server_side and (
+            context.verify_mode == ssl.CERT_NONE or context.post_handshake_auth
+        ):
+            # Known from our own configuration: the handshake asks for none
+            # (a deferred request happens after it, in TLS 1.3).
+            self.certificate_requested = False
         self.certificate_sent: bool | None = None
 
     # -- the transport side ---------------------------------------------------

@@ -1199,6 +1199,9 @@ class ServerPolicy(_Policy):
     _context: ssl.SSLContext | None = dataclasses.field(
         default=None, init=False, repr=False, compare=False
     )
+    _no_client_auth_context: ssl.SSLContext | None = dataclasses.field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __init__(
         self,
@@ -1276,6 +1279,7 @@ class ServerPolicy(_Policy):
             name=_name(name),
             _adopted=None,
             _context=None,
+            _no_client_auth_context=None,
         )
 
     @classmethod
@@ -1355,6 +1359,7 @@ class ServerPolicy(_Policy):
             name=_name(name),
             _adopted=context,
             _context=None,
+            _no_client_auth_context=None,
         )
         return policy
 
@@ -1373,7 +1378,33 @@ class ServerPolicy(_Policy):
         """Always ``True``: a server always presents a certificate."""
         return True
 
-    def _build_context(self) -> ssl.SSLContext:
+    def context_for(self, *, offers_tls13: bool) -> ssl.SSLContext:
+        """The context for one connection, given what its ClientHello offers.
+
+        The same as :attr:`context`, except with ``ClientAuth.DEFERRED`` for a
+        client that cannot speak TLS 1.3: OpenSSL defers the certificate
+        request only in TLS 1.3 and would otherwise demand a certificate in a
+        TLS 1.2 handshake.  Such a client gets a context that asks for
+        nothing; asking it later fails with
+        :class:`~trio_verify.NegotiationFailed`.
+        """
+        if (
+            offers_tls13
+            or self.client_auth is not ClientAuth.DEFERRED
+            or self._adopted is not None
+        ):
+            return self.context
+        context = self._no_client_auth_context
+        if context is None:
+            with _BUILD_LOCK:
+                context = self._no_client_auth_context
+                if context is None:
+                    context = self._build_context(client_auth=ClientAuth.NONE)
+                    object.__setattr__(self, "_no_client_auth_context", context)
+        return context
+
+    def _build_context(self, client_auth: ClientAuth | None = None) -> ssl.SSLContext:
+        client_auth = client_auth or self.client_auth
         context = _new_context(
             ssl.PROTOCOL_TLS_SERVER,
             self.minimum_version,
@@ -1384,8 +1415,8 @@ class ServerPolicy(_Policy):
         # hardware. TLS 1.3 session tickets keep OpenSSL's default count;
         # the stream decides when they are sent.
         context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
-        context.verify_mode = _VERIFY_MODES[self.client_auth]
-        context.post_handshake_auth = self.client_auth is ClientAuth.DEFERRED
+        context.verify_mode = _VERIFY_MODES[client_auth]
+        context.post_handshake_auth = client_auth is ClientAuth.DEFERRED
         _load_anchors(
             context,
             (*self.client_trust, *self.pinned_clients),

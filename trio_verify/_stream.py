@@ -273,9 +273,12 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
             "another task is currently receiving data on this TLSStream"
         )
 
-    def _server_engine(self, policy: ServerPolicy) -> TLSEngine:
+    def _server_engine(
+        self, policy: ServerPolicy, hello: ClientHello | None = None
+    ) -> TLSEngine:
+        offers_tls13 = hello is None or hello.offers_tls13
         return TLSEngine(
-            policy.context,
+            policy.context_for(offers_tls13=offers_tls13),
             server_side=True,
             authorize=policy.authorize,
             ragged_eof_ok=self._https_compatible,
@@ -625,18 +628,28 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
             if isinstance(decision, Reject):
                 raise await self._refuse(hello, decision)
             policy = self._policy = decision
-            self._engine = self._server_engine(decision)
-        if isinstance(policy, ServerPolicy) and policy.alpn_required:
-            offered = set(hello.alpn_protocols)
-            if not offered.intersection(policy.alpn):
-                raise await self._refuse(
-                    hello,
-                    Reject(
-                        Alert.NO_APPLICATION_PROTOCOL,
-                        f"no shared application protocol (client offered "
-                        f"{', '.join(hello.alpn_protocols) or 'none'})",
-                    ),
-                )
+            self._engine = self._server_engine(decision, hello)
+        elif isinstance(policy, ServerPolicy) and (
+            policy.context_for(offers_tls13=hello.offers_tls13)
+            is not self._engine.ssl_object.context
+        ):
+            self._engine = self._server_engine(policy, hello)
+        # As in Go and rustls: a client that offers no ALPN at all is served;
+        # one whose offer shares nothing with ours is refused.
+        if (
+            isinstance(policy, ServerPolicy)
+            and policy.alpn_required
+            and hello.alpn_protocols
+            and not set(hello.alpn_protocols).intersection(policy.alpn)
+        ):
+            raise await self._refuse(
+                hello,
+                Reject(
+                    Alert.NO_APPLICATION_PROTOCOL,
+                    f"no shared application protocol (client offered "
+                    f"{', '.join(hello.alpn_protocols)})",
+                ),
+            )
         self._engine.server_name = hello.server_name
         self._engine.receive_data(hello.raw)
 
