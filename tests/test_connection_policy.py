@@ -414,3 +414,40 @@ async def test_pinned_clients_refuse_a_client_that_is_not_pinned(
     err = error_of(server_seen, tv.UnknownIssuer)
     assert err.phase is tv.Phase.CLIENT_CERTIFICATE
     assert err.alert_sent is tv.Alert.UNKNOWN_CA
+
+
+# ------------------------------------------- a pinned CA vouches for itself only
+
+
+async def test_pinned_ca_certificate_does_not_vouch_for_the_servers_it_issued(
+    certs: CertKit, version: ssl.TLSVersion
+) -> None:
+    """Pinning a certificate that is a CA pins that certificate, not its issue."""
+    client_seen, _ = await run_pair(
+        plain_server(certs, version, "valid"),
+        tv.ClientPolicy(pinned=[ca_certificate(certs.ca_pem)]),
+        client_action=handshake,
+        server_action=handshake,
+    )
+    err = error_of(client_seen, tv.PinMismatch)
+    assert err.phase is tv.Phase.CONNECTION_POLICY
+    assert err.side == "client"
+    assert "vouches only for itself" in str(err)
+
+
+async def test_pinned_ca_certificate_does_not_vouch_for_the_clients_it_issued(
+    certs: CertKit, version: ssl.TLSVersion
+) -> None:
+    server = tv.ServerPolicy(
+        identity=identity(certs.server("valid")),
+        client_auth=tv.ClientAuth.REQUIRED,
+        pinned_clients=[ca_certificate(certs.ca_pem)],
+        minimum_version=version,
+        maximum_version=version,
+    )
+    _, server_seen = await run_pair(
+        server, mtls_client(certs, "valid"), server_action=handshake
+    )
+    err = error_of(server_seen, tv.PinMismatch)
+    assert err.phase is tv.Phase.CONNECTION_POLICY
+    assert err.side == "server"

@@ -744,7 +744,7 @@ async def test_alpn_required_refuses_client_without_shared_protocol(
         tv.Phase.CLIENT_HELLO,
         tv.Alert.NO_APPLICATION_PROTOCOL,
     )
-    server_error = server.expect(tv.PolicyRejected)
+    server_error = server.expect(tv.NegotiationFailed)
     assert server_error.alert_sent is tv.Alert.NO_APPLICATION_PROTOCOL
 
 

@@ -170,6 +170,21 @@ class CertificateInfo:
         """The issuer as an RFC 4514 string."""
         return self.certificate.issuer.rfc4514_string()
 
+    @property
+    def label(self) -> str:
+        """A name for people: the subject, else the first subject alternative
+        name, else the SHA-256 fingerprint (a SPIFFE certificate often has an
+        empty subject)."""
+        subject = self.subject
+        if subject:
+            return subject
+        for names in (self.uris, self.dns_names, self.emails):
+            if names:
+                return names[0]
+        if self.ip_addresses:
+            return str(self.ip_addresses[0])
+        return f"sha256:{self.sha256_fingerprint}"
+
     @_cached
     def serial_number(self) -> int:
         """The serial number."""

@@ -257,6 +257,10 @@ class TLSEngine:
         session: an :class:`ssl.SSLSession` to resume (client only).
         spki_pins: SHA-256 digests of SubjectPublicKeyInfo; when not empty, a
             certificate in the peer's verified chain must match one.
+        pinned: DER of certificates the policy trusts as they are (pinned
+            leaves).  A chain that ends at one of them must *be* one of them:
+            a pinned certificate that happens to be a CA must not vouch for
+            others.
         authorize: called with the :class:`PeerInfo` after the handshake; a
             false result refuses the connection.
         ragged_eof_ok: treat an EOF without close_notify as a clean end of
@@ -271,6 +275,7 @@ class TLSEngine:
         "_outgoing",
         "_peer",
         "_pending_out",
+        "_pinned",
         "_prefix",
         "_ragged_eof_ok",
         "_spki_pins",
@@ -296,6 +301,7 @@ class TLSEngine:
         server_hostname: str | None = None,
         session: ssl.SSLSession | None = None,
         spki_pins: frozenset[bytes] = frozenset(),
+        pinned: frozenset[bytes] = frozenset(),
         authorize: Callable[[PeerInfo], bool] | None = None,
         ragged_eof_ok: bool = False,
     ) -> None:
@@ -314,6 +320,7 @@ class TLSEngine:
         caller (who read the ClientHello) sets it."""
         self.side: Side = "server" if server_side else "client"
         self._spki_pins = spki_pins
+        self._pinned = pinned
         self._authorize = authorize
         self._ragged_eof_ok = ragged_eof_ok
         self._watch_in: _WireWatcher | None = _WireWatcher()
@@ -544,6 +551,7 @@ class TLSEngine:
             PolicyRejected: ``authorize`` refused the client.
         """
         self._peer = self._build_peer()
+        self._check_pinned_anchor()
         self._authorize_peer()
         return self._peer
 
@@ -631,9 +639,28 @@ class TLSEngine:
             self._held_out, self._pending_out = self._pending_out, b""
         self._check_policy()
 
+    def _check_pinned_anchor(self) -> None:
+        peer = self._peer
+        assert peer is not None
+        chain = peer.chain
+        if (
+            self._pinned
+            and len(chain) > 1
+            and chain[-1].der in self._pinned
+            and chain[0].der not in self._pinned
+        ):
+            who = "server" if not self.server_side else "client"
+            raise self._policy_error(
+                PinMismatch,
+                f"{who} certificate {chain[0].label} is not pinned; it was issued "
+                f"by the pinned certificate {chain[-1].label}, and a pinned "
+                "certificate vouches only for itself",
+            )
+
     def _check_policy(self) -> None:
         peer = self._peer
         assert peer is not None
+        self._check_pinned_anchor()
         if self._spki_pins and not self.server_side:
             chain = peer.chain or ((peer.certificate,) if peer.certificate else ())
             if not any(cert.spki_sha256 in self._spki_pins for cert in chain):
@@ -663,7 +690,7 @@ class TLSEngine:
                 )
                 raise err from exc
             if not allowed:
-                who = peer.certificate.subject if peer.certificate else "no certificate"
+                who = peer.certificate.label if peer.certificate else "no certificate"
                 raise self._policy_error(
                     PolicyRejected, f"authorize() refused the client ({who})"
                 )

@@ -16,6 +16,7 @@ from typing import Generic, TypeAlias, TypeVar
 
 import trio
 
+from ._errors import PolicyRejected
 from ._hello import ClientHello
 from ._policy import Reject, ServerPolicy, coerce_policy
 from ._report import HandshakeReport, _address, logger
@@ -59,12 +60,19 @@ def _as_selector(
 
 
 def _log(report: HandshakeReport) -> None:
-    if report.ok:
+    error = report.error
+    if error is None:
         logger.info("%s", report.summary())
-    elif isinstance(report.error, _ORDINARY):
+    elif isinstance(error, _ORDINARY) and not _caused_by_our_code(error):
         logger.warning("%s", report.summary())
     else:
-        logger.warning("%s", report.summary(), exc_info=report.error)
+        logger.warning("%s", report.summary(), exc_info=error)
+
+
+def _caused_by_our_code(error: BaseException) -> bool:
+    """Whether a refusal came from a selector or ``authorize`` that raised:
+    a bug to show with its traceback, not a client to shrug at."""
+    return isinstance(error, PolicyRejected) and isinstance(error.__cause__, Exception)
 
 
 class TLSListener(trio.abc.Listener[TLSStream[T_Stream]], Generic[T_Stream]):

@@ -85,7 +85,7 @@ class HandshakeReport:
             parts.append(f"policy={self.policy_name}")
         cert = self.client_certificate
         if cert is not None:
-            parts.append(f"client=[{cert.subject}] issuer=[{cert.issuer}]")
+            parts.append(f"client=[{cert.label}] issuer=[{cert.issuer}]")
             parts.append(f"serial={cert.serial_number:x}")
             parts.append(f"not_after={cert.not_after:%Y-%m-%d}")
         if self.phase is not None:

@@ -54,6 +54,7 @@ from ._errors import (
     Alert,
     ClientAuthNotConfirmed,
     HandshakeTimeout,
+    NegotiationFailed,
     Phase,
     PolicyRejected,
     TLSError,
@@ -211,6 +212,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
                 server_side=False,
                 server_hostname=_encode_hostname(server_hostname),
                 spki_pins=coerced.spki_pins,
+                pinned=frozenset(cert.der for cert in coerced.pinned),
                 ragged_eof_ok=https_compatible,
             )
         else:
@@ -280,6 +282,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
         return TLSEngine(
             policy.context_for(offers_tls13=offers_tls13),
             server_side=True,
+            pinned=frozenset(cert.der for cert in policy.pinned_clients),
             authorize=policy.authorize,
             ragged_eof_ok=self._https_compatible,
         )
@@ -649,13 +652,19 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
                     f"no shared application protocol (client offered "
                     f"{', '.join(hello.alpn_protocols)})",
                 ),
+                NegotiationFailed,
             )
         self._engine.server_name = hello.server_name
         self._engine.receive_data(hello.raw)
 
-    async def _refuse(self, hello: ClientHello, reject: Reject) -> PolicyRejected:
+    async def _refuse(
+        self,
+        hello: ClientHello,
+        reject: Reject,
+        cls: type[TLSError] = PolicyRejected,
+    ) -> TLSError:
         """Send ``reject``'s alert; return the error to raise."""
-        error = PolicyRejected(
+        error = cls(
             f"refused: {reject.reason or 'by the policy selector'}",
             phase=Phase.CLIENT_HELLO,
             side="server",
