@@ -49,6 +49,7 @@ from ._errors import (
 from ._hello import ClientHello
 from ._listener import PolicySelector, TLSListener, serve_tls
 from ._policy import ClientAuth, ClientPolicy, Identity, Reject, ServerPolicy
+from ._pool import ClientPool, PoolStats, open_client_pool
 from ._report import HandshakeReport
 from ._stream import TLSStream, open_tls_stream
 
@@ -66,6 +67,7 @@ __all__ = [
     "ClientAuthNotConfirmed",
     "ClientHello",
     "ClientPolicy",
+    "ClientPool",
     "HandshakeReport",
     "HandshakeTimeout",
     "Identity",
@@ -93,6 +95,7 @@ __all__ = [
     "PolicyRejected",
     "PolicySelector",
     "PolicyWarning",
+    "PoolStats",
     "ProtocolViolation",
     "Reject",
     "RevocationStatusUnknown",
@@ -103,6 +106,7 @@ __all__ = [
     "TruncatedStream",
     "UnknownIssuer",
     "WeakCertificate",
+    "open_client_pool",
     "open_tls_stream",
     "serve_tls",
 ]

@@ -363,6 +363,16 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
             raise trio.NeedHandshakeError("the policy is chosen during the handshake")
         return policy  # type: ignore[no-any-return]
 
+    def _reusable(self) -> bool:
+        """Whether a pool may hand this stream to its next user."""
+        return (
+            self._state is _State.OK
+            and self._handshake_done
+            and not self._close_notify_received
+            and not self._buffer
+            and self._engine.ssl_object.pending() == 0
+        )
+
     @property
     def client_hello(self) -> ClientHello | None:
         """The client's ClientHello, once a server has read it."""
