@@ -240,6 +240,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
         )
         self._selector = selector
         self._on_report = on_report
+        self._peer_address()  # now, while the peer cannot have reset yet
         return self
 
     def _init_state(
@@ -253,6 +254,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
     ) -> None:
         self.transport_stream = transport_stream
         self._server_side = server_side
+        self._address: object = None
         self._https_compatible = https_compatible
         self._alert_linger = alert_linger
         self._handshake_timeout = handshake_timeout
@@ -406,13 +408,18 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
             self._broken_by = cause
 
     def _peer_address(self) -> object:
-        sock = getattr(self.transport_stream, "socket", None)
-        if sock is None:
-            return None
-        try:
-            return sock.getpeername()
-        except OSError:
-            return None
+        """The transport's peer address, remembered once known.
+
+        Remembered because a peer that resets the connection takes its
+        address with it: ``getpeername()`` then fails.
+        """
+        address = self._address
+        if address is None:
+            sock = getattr(self.transport_stream, "socket", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    address = self._address = sock.getpeername()
+        return address
 
     # -- moving bytes ----------------------------------------------------------
 
