@@ -107,3 +107,22 @@ def docs(session: nox.Session) -> None:
         "docs/_build/html",
         *session.posargs,
     )
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Run the benchmarks and record the results in docs/benchmarks.rst.
+
+    Not run by default.  ``python -m nox -s bench`` is the full run (several
+    minutes); ``python -m nox -s bench -- --quick`` a short one.  Arguments
+    after ``--`` go to ``python -m benchmarks.run``.
+    """
+    session.install(".", "anyio", "trustme")
+    session.run(
+        "python",
+        "-m",
+        "benchmarks.run",
+        "--update-docs",
+        "docs/benchmarks.rst",
+        *session.posargs,
+    )

@@ -1,0 +1,142 @@
+"""Results, summaries and ratios against the baseline."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+BASELINE_KEY = "trio"
+
+
+@dataclass
+class Result:
+    """One benchmark: a value per round for every implementation.
+
+    Round ``i`` of every implementation ran in the same interleaved pass, so
+    ``values[impl][i] / values[baseline][i]`` is that round's ratio.
+    """
+
+    key: str
+    title: str
+    unit: str
+    higher_is_better: bool = True
+    scale: float = 1.0
+    """Divide raw values by this to display them in ``unit``."""
+    values: dict[str, list[float]] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    note: str = ""
+
+    def add(self, impl_key: str, label: str, value: float) -> None:
+        self.values.setdefault(impl_key, []).append(value)
+        self.labels[impl_key] = label
+
+    def summary(self, impl_key: str) -> Summary:
+        values = self.values[impl_key]
+        base = self.values.get(BASELINE_KEY)
+        ratios: list[float] = []
+        ratio = None
+        if base and impl_key != BASELINE_KEY:
+            ratios = [v / b for v, b in zip(values, base, strict=False) if b]
+            if statistics.median(base):
+                ratio = statistics.median(values) / statistics.median(base)
+        elif impl_key == BASELINE_KEY:
+            ratio = 1.0
+        return Summary(
+            median=statistics.median(values),
+            low=min(values),
+            high=max(values),
+            rounds=len(values),
+            ratio=ratio,
+            ratio_low=min(ratios) if ratios else None,
+            ratio_high=max(ratios) if ratios else None,
+        )
+
+    def verdict(self, impl_key: str) -> str:
+        """In words: is there a difference from the baseline, and which way?"""
+        if impl_key == BASELINE_KEY:
+            return "baseline"
+        s = self.summary(impl_key)
+        if s.ratio_low is None or s.ratio_high is None:
+            return ""
+        if s.ratio_low <= 1.0 <= s.ratio_high:
+            return "no measurable difference"
+        better = (s.ratio_low > 1.0) == self.higher_is_better
+        if self.higher_is_better:
+            return "faster" if better else "slower"
+        return "smaller" if better else "larger"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "title": self.title,
+            "unit": self.unit,
+            "scale": self.scale,
+            "higher_is_better": self.higher_is_better,
+            "note": self.note,
+            "values": self.values,
+            "labels": self.labels,
+            "summary": {
+                impl: {
+                    **self.summary(impl).__dict__,
+                    "verdict": self.verdict(impl),
+                }
+                for impl in self.values
+            },
+        }
+
+
+@dataclass(frozen=True)
+class Summary:
+    median: float
+    low: float
+    high: float
+    rounds: int
+    ratio: float | None
+    """Ratio of the medians to the baseline's median."""
+    ratio_low: float | None
+    """Smallest per-round ratio to the baseline."""
+    ratio_high: float | None
+    """Largest per-round ratio to the baseline."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A performance goal: a bound on trio_verify's ratio to trio.SSLStream."""
+
+    description: str
+    result_keys: tuple[str, ...]
+    impl_keys: tuple[str, ...]
+    bound: float
+    at_least: bool
+
+    def status(self, results: dict[str, Result]) -> list[tuple[str, str, str]]:
+        """(benchmark title, measured ratio, status) per benchmark it covers."""
+        rows = []
+        for key in self.result_keys:
+            result = results.get(key)
+            if result is None:
+                continue
+            for impl in self.impl_keys:
+                if impl not in result.values:
+                    continue
+                s = result.summary(impl)
+                if s.ratio is None or s.ratio_low is None or s.ratio_high is None:
+                    continue
+                if self.at_least:
+                    met, missed = s.ratio_low >= self.bound, s.ratio_high < self.bound
+                else:
+                    met, missed = s.ratio_high <= self.bound, s.ratio_low > self.bound
+                status = (
+                    "met"
+                    if met
+                    else "not met"
+                    if missed
+                    else "undecided (the rounds straddle the target)"
+                )
+                title = result.title.removeprefix("Handshakes, ")
+                if len(self.impl_keys) > 1:
+                    title = f"{title} ({result.labels[impl]})"
+                measured = f"{s.ratio:.2f}x ({s.ratio_low:.2f}–{s.ratio_high:.2f})"
+                rows.append((title, measured, status))
+        return rows
