@@ -1,7 +1,8 @@
-"""Test, lint, type-check and documentation sessions.
+"""Test, lint, type-check and documentation sessions, plus benchmarks.
 
-``python -m nox`` runs them all; ``python -m nox -s tests-3.13 -- -k alert``
-runs one, passing what follows ``--`` to pytest.
+``python -m nox`` runs tests, lint, typecheck and docs;
+``python -m nox -s tests-3.13 -- -k alert`` runs one, passing what follows
+``--`` to pytest.  ``bench`` runs only when named.
 """
 
 from __future__ import annotations
