@@ -625,7 +625,6 @@ class TLSEngine:
         self._learn_from_wire()
         self.tls_version = self._obj.version() or self.tls_version
         self._watch_in = self._watch_out = None
-        self._peer = self._build_peer()
         if (
             self.server_side
             and self.tls_version == "TLSv1.3"
@@ -640,12 +639,11 @@ class TLSEngine:
         self._check_policy()
 
     def _check_pinned_anchor(self) -> None:
-        peer = self._peer
-        assert peer is not None
-        chain = peer.chain
+        if not self._pinned:
+            return
+        chain = self.peer.chain
         if (
-            self._pinned
-            and len(chain) > 1
+            len(chain) > 1
             and chain[-1].der in self._pinned
             and chain[0].der not in self._pinned
         ):
@@ -658,10 +656,11 @@ class TLSEngine:
             )
 
     def _check_policy(self) -> None:
-        peer = self._peer
-        assert peer is not None
+        # The peer's facts are built only when a check needs them: parsing
+        # certificates is most of the cost of a short connection.
         self._check_pinned_anchor()
         if self._spki_pins and not self.server_side:
+            peer = self.peer
             chain = peer.chain or ((peer.certificate,) if peer.certificate else ())
             if not any(cert.spki_sha256 in self._spki_pins for cert in chain):
                 presented = peer.certificate.spki_pin if peer.certificate else "none"
@@ -679,9 +678,8 @@ class TLSEngine:
             self._authorize_peer()
 
     def _authorize_peer(self) -> None:
-        peer = self._peer
-        assert peer is not None
         if self._authorize is not None:
+            peer = self.peer
             try:
                 allowed = self._authorize(peer)
             except Exception as exc:
@@ -700,14 +698,14 @@ class TLSEngine:
         # Finished, or a server's session tickets): without them the peer
         # cannot take the connection for accepted.
         self._pending_out = self._held_out = b""
-        peer = self._peer
+        peer = self.peer
         err = cls(
             message,
             phase=Phase.CONNECTION_POLICY,
             side=self.side,
             tls_version=self.tls_version,
-            server_name=peer.server_name if peer else None,
-            peer_chain=peer.chain if peer else (),
+            server_name=peer.server_name,
+            peer_chain=peer.chain,
         )
         self.error = err
         return err
@@ -716,7 +714,10 @@ class TLSEngine:
         obj = self._obj
         if not self.handshake_complete:
             return PeerInfo(server_name=self.server_name)
-        der = obj.getpeercert(binary_form=True)
+        try:
+            der = obj.getpeercert(binary_form=True)
+        except ValueError:  # the connection failed, or is renegotiating
+            der = None
         chain = chain_from_sslobject(obj, verified=True)
         verified = bool(chain)
         if not chain and der:
@@ -769,8 +770,12 @@ class TLSEngine:
         if isinstance(exc, ssl.SSLCertVerificationError):
             chain = chain_from_sslobject(self._obj, verified=False)
             details = _verify_details(exc.verify_code, chain, ctx.server_name)
-        elif self.handshake_complete and self._peer is not None:
+        elif self._peer is not None:
             chain = self._peer.chain
+        elif self.handshake_complete:
+            # OpenSSL refuses most questions once a connection has failed;
+            # the chain as received is still there.
+            chain = chain_from_sslobject(self._obj, verified=False)
         ctx = replace(ctx, peer_chain=chain, verify_details=details)
         err = classify(exc, ctx)
         self.error = err
