@@ -75,7 +75,7 @@ _use_all_pyenv_pythons()
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """Run the test suite."""
-    session.install(".[test]")
+    session.install(".[test,cli]")
     session.run("pytest", *session.posargs)
 
 
@@ -90,7 +90,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """Type-check the package strictly."""
-    session.install(".", MYPY)
+    session.install(".[cli]", MYPY)
     session.run("mypy", "--strict", "trio_verify")
 
 

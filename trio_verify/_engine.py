@@ -278,6 +278,7 @@ class TLSEngine:
         "_pinned",
         "_prefix",
         "_ragged_eof_ok",
+        "_read_end",
         "_spki_pins",
         "_watch_in",
         "_watch_out",
@@ -323,6 +324,7 @@ class TLSEngine:
         self._pinned = pinned
         self._authorize = authorize
         self._ragged_eof_ok = ragged_eof_ok
+        self._read_end: ssl.SSLError | None = None
         self._watch_in: _WireWatcher | None = _WireWatcher()
         self._watch_out: _WireWatcher | None = _WireWatcher()
         self._pending_out = b""
@@ -420,6 +422,8 @@ class TLSEngine:
             TLSError: the connection failed; send :meth:`data_to_send` first.
         """
         obj = self._obj
+        if self._read_end is not None:
+            return self._end_of_reading(surfaced_in)
         if (
             self._incoming.pending == 0
             and obj.pending() == 0
@@ -433,36 +437,39 @@ class TLSEngine:
                 chunk = obj.read(max_bytes - total)
             except ssl.SSLWantReadError:
                 break
-            except ssl.SSLZeroReturnError:
-                if chunks:
-                    break
-                return b""
-            except ssl.SSLEOFError as exc:
-                if chunks:
-                    break
-                if self._ragged_eof_ok:
-                    self._discard_output()
-                    return b""
-                raise self._fail(exc, surfaced_in) from exc
             except ssl.SSLError as exc:
-                if chunks:
-                    # Hand over what was decrypted; the error comes next call.
-                    break
-                raise self._fail(exc, surfaced_in) from exc
+                # The end of the data (a close_notify, an EOF, an error)
+                # may come in the same delivery as the last of it: hand over
+                # what was decrypted now and the end at the next call.
+                self._read_end = exc
+                break
             if not chunk:
                 # CPython returns b"" (not SSLZeroReturnError) once it has
                 # read the peer's close_notify.
-                if chunks:
-                    break
-                return b""
+                self._read_end = ssl.SSLZeroReturnError()
+                break
             chunks.append(chunk)
             total += len(chunk)
             if self._incoming.pending == 0 and obj.pending() == 0:
                 break
         if not chunks:
-            return None
+            return None if self._read_end is None else self._end_of_reading(surfaced_in)
         self.app_data_received = True
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _end_of_reading(self, surfaced_in: SurfacedIn) -> bytes:
+        """``b""`` for a clean end of stream, else raise the stored failure."""
+        end = self._read_end
+        assert end is not None
+        if isinstance(end, ssl.SSLZeroReturnError):
+            return b""
+        if isinstance(end, ssl.SSLEOFError) and self._ragged_eof_ok:
+            self._discard_output()
+            return b""
+        if self.error is None:
+            self._fail(end, surfaced_in)
+        assert self.error is not None
+        raise self.error from end
 
     def write(self, data: bytes | bytearray | memoryview) -> bool:
         """Encrypt ``data``; ``False`` if the peer must be heard from first.

@@ -12,6 +12,9 @@ __all__ = ["HandshakeReport", "logger"]
 
 logger = logging.getLogger("trio_verify")
 """The ``trio_verify`` logger: one line per server-side handshake."""
+# A library never prints by itself: without a configured handler, Python's
+# last-resort handler would put every refused handshake on stderr.
+logger.addHandler(logging.NullHandler())
 
 
 @dataclass(frozen=True, slots=True)
