@@ -779,9 +779,9 @@ class TLSEngine:
             details = _verify_details(exc.verify_code, chain, ctx.server_name)
         elif self._peer is not None:
             chain = self._peer.chain
-        elif self.handshake_complete:
+        else:
             # OpenSSL refuses most questions once a connection has failed;
-            # the chain as received is still there.
+            # the chain as received is still there (empty before it came).
             chain = chain_from_sslobject(self._obj, verified=False)
         ctx = replace(ctx, peer_chain=chain, verify_details=details)
         err = classify(exc, ctx)
