@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import select
 import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -86,7 +87,7 @@ class PoolStats:
 
 
 class _Connection:
-    __slots__ = ("cancel_watch", "key", "last_used", "stream", "watch_done")
+    __slots__ = ("cancel_watch", "consumed", "key", "last_used", "stream", "watch_done")
 
     def __init__(self, key: _Key, stream: TLSStream[trio.SocketStream]) -> None:
         self.key = key
@@ -94,6 +95,7 @@ class _Connection:
         self.last_used = trio.current_time()
         self.cancel_watch: trio.CancelScope | None = None
         self.watch_done: trio.Event | None = None
+        self.consumed = False
 
 
 class _Waiter:
@@ -130,6 +132,7 @@ class ClientPool:
         self._connect_timeout = connect_timeout
         self._happy_eyeballs_delay = happy_eyeballs_delay
         self._adopted: dict[int, tuple[ssl.SSLContext, ClientPolicy]] = {}
+        self._interned: dict[ClientPolicy, ClientPolicy] = {}
         self._idle: dict[_Key, list[_Connection]] = {}
         self._sessions: dict[_Key, ssl.SSLSession] = {}
         self._per_host: collections.Counter[tuple[str, int]] = collections.Counter()
@@ -195,6 +198,9 @@ class ClientPool:
         idle = [conn for conns in self._idle.values() for conn in conns]
         self._idle.clear()
         for conn in idle:
+            if conn.cancel_watch is not None:
+                conn.cancel_watch.cancel()
+                conn.cancel_watch = None
             await self._close(conn)
 
     # -- keys and policies ----------------------------------------------------
@@ -208,7 +214,10 @@ class ClientPool:
             chosen = source(host, port)
         else:
             chosen = source
-        return (host, port, server_hostname or host, self._coerce(chosen))
+        policy_key = self._coerce(chosen)
+        # Equal policies are one key: use the first one's context throughout.
+        policy_key = self._interned.setdefault(policy_key, policy_key)
+        return (host, port, server_hostname or host, policy_key)
 
     def _coerce(self, policy: ClientPolicy | ssl.SSLContext) -> ClientPolicy:
         if isinstance(policy, ClientPolicy):
@@ -249,6 +258,13 @@ class ClientPool:
                 # stream before we use it.  It does so at once.
                 with trio.CancelScope(shield=True):
                     await done.wait()
+            if conn.consumed or not conn.stream._reusable() or _readable(conn.stream):
+                # Dead or stirred while idle: make a new connection in its slot.
+                self._reused -= 1
+                self._in_use -= 1
+                with trio.CancelScope(shield=True):
+                    await trio.aclose_forcefully(conn.stream)
+                return await self._connect(key)
             return conn
         if waiter.slot:
             return await self._connect(key)
@@ -373,9 +389,9 @@ class ClientPool:
             )
             stream = TLSStream(tcp, policy, server_hostname=server_name)
             session = self._sessions.get(key)
-            if session is not None:
-                stream.session = session
             try:
+                if session is not None:
+                    stream.session = session
                 await stream.do_handshake()
             except BaseException:
                 await trio.aclose_forcefully(stream)
@@ -432,6 +448,7 @@ class ClientPool:
             if not scope.cancelled_caught:
                 # ... but only after the read returned: whatever it consumed
                 # is gone, so its new holder must not use the stream.
+                conn.consumed = True
                 await trio.aclose_forcefully(conn.stream)
             else:
                 self._remember_session(conn)
@@ -462,6 +479,19 @@ class ClientPool:
             pass
         finally:
             self._release(conn.key)
+
+
+def _readable(stream: TLSStream[trio.SocketStream]) -> bool:
+    """Whether bytes or an end of stream wait on an idle connection's socket.
+
+    The check urllib3 and httpcore make before reusing a connection: the
+    watcher may not have run since the peer's close_notify, FIN or RST came.
+    """
+    try:
+        fd = stream.transport_stream.socket.fileno()
+        return bool(select.select([fd], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
 
 
 def _before_server_spoke(exc: TLSError) -> bool:
