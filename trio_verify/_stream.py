@@ -599,7 +599,14 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
             engine_now: TLSEngine | None = self.__dict__.get("_engine")
             timed_out = HandshakeTimeout(
                 f"handshake did not finish within {timeout} seconds",
-                phase=engine_now.current_phase() if engine_now else Phase.CLIENT_HELLO,
+                phase=(
+                    Phase.CLIENT_HELLO
+                    if engine_now is None
+                    # Complete for OpenSSL, but our last flight never left.
+                    else Phase.FINISHED
+                    if engine_now.handshake_complete
+                    else engine_now.current_phase()
+                ),
                 side="server" if self._server_side else "client",
                 tls_version=engine_now.tls_version if engine_now else None,
                 server_name=self.server_hostname,
@@ -765,10 +772,15 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
                 while not engine.write(data):
                     await self._flush()
                     await self._receive()
+                await self._flush()
             except TLSError as err:
                 await self._fatal(err)
                 raise
-            await self._flush()
+            except BaseException as exc:
+                # The data is encrypted and queued: a cancelled send cannot
+                # be taken back, nor retried without sending it twice.
+                self._mark_broken(exc)
+                raise
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Receive and decrypt up to ``max_bytes`` bytes of data.
@@ -819,12 +831,20 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
             try:
                 while True:
                     got = engine.read(max_bytes)
+                    if got is not None and not got:
+                        self._close_notify_received = True
                     if engine.has_data_to_send:
-                        await self._flush()
+                        # Reading made OpenSSL answer something (a key
+                        # update, a certificate request).  If sending that is
+                        # cancelled, the data already decrypted stays ours.
+                        try:
+                            await self._flush()
+                        except BaseException:
+                            if got:
+                                self._buffer += got
+                            raise
                         checkpointed = True
                     if got is not None:
-                        if not got:
-                            self._close_notify_received = True
                         if not checkpointed:
                             await cancel_shielded_checkpoint()
                         return got
