@@ -127,3 +127,17 @@ def bench(session: nox.Session) -> None:
         "docs/benchmarks.rst",
         *session.posargs,
     )
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """Run the atheris fuzz targets in fuzz/ for a bounded time each.
+
+    Not run by default.  ``python -m nox -s fuzz`` runs every target for 60
+    seconds; ``python -m nox -s fuzz -- --time 600 client_hello`` one target
+    for ten minutes.  Arguments after ``--`` go to ``fuzz/run.py``, libFuzzer
+    flags (``-max_len=4096``) included; see fuzz/README.md.  Crashing inputs
+    are written to fuzz/crashes/, and the session fails if there are any.
+    """
+    session.install(".", "atheris")
+    session.run("python", "fuzz/run.py", *session.posargs)

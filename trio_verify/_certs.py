@@ -153,7 +153,7 @@ class CertificateInfo:
         return (CertificateInfo.from_der, (self.der,))
 
     def __repr__(self) -> str:
-        return f"<CertificateInfo {self.subject!r} sha256={self.sha256_fingerprint}>"
+        return f"<CertificateInfo {self.label!r} sha256={self.sha256_fingerprint}>"
 
     @_cached
     def certificate(self) -> x509.Certificate:
@@ -174,15 +174,19 @@ class CertificateInfo:
     def label(self) -> str:
         """A name for people: the subject, else the first subject alternative
         name, else the SHA-256 fingerprint (a SPIFFE certificate often has an
-        empty subject)."""
-        subject = self.subject
-        if subject:
-            return subject
-        for names in (self.uris, self.dns_names, self.emails):
-            if names:
-                return names[0]
-        if self.ip_addresses:
-            return str(self.ip_addresses[0])
+        empty subject).  Never raises: a certificate that OpenSSL accepted
+        but ``cryptography`` cannot parse is named by its fingerprint."""
+        try:
+            subject = self.subject
+            if subject:
+                return subject
+            for names in (self.uris, self.dns_names, self.emails):
+                if names:
+                    return names[0]
+            if self.ip_addresses:
+                return str(self.ip_addresses[0])
+        except Exception:
+            pass
         return f"sha256:{self.sha256_fingerprint}"
 
     @_cached

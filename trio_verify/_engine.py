@@ -65,6 +65,7 @@ from ._errors import (
     NegotiationFailed,
     Phase,
     PinMismatch,
+    PolicyError,
     PolicyRejected,
     Side,
     SurfacedIn,
@@ -308,6 +309,13 @@ class TLSEngine:
     ) -> None:
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
+        if not server_side and context.check_hostname and not server_hostname:
+            # ssl enforces this in wrap_socket but not in wrap_bio: without a
+            # name, only the chain would be checked.
+            raise PolicyError(
+                "this client checks the server's name, so it needs "
+                "server_hostname=: pass the name you are connecting to"
+            )
         self._obj = context.wrap_bio(
             self._incoming,
             self._outgoing,
@@ -691,13 +699,15 @@ class TLSEngine:
                 allowed = self._authorize(peer)
             except Exception as exc:
                 err = self._policy_error(
-                    PolicyRejected, f"authorize() raised {exc!r}; refusing the client"
+                    PolicyRejected,
+                    f"authorize() raised {exc!r}; refusing the client",
                 )
                 raise err from exc
             if not allowed:
                 who = peer.certificate.label if peer.certificate else "no certificate"
                 raise self._policy_error(
-                    PolicyRejected, f"authorize() refused the client ({who})"
+                    PolicyRejected,
+                    f"authorize() refused the client ({who})",
                 )
 
     def _policy_error(self, cls: type[TLSError], message: str) -> TLSError:
@@ -776,7 +786,10 @@ class TLSEngine:
         details = None
         if isinstance(exc, ssl.SSLCertVerificationError):
             chain = chain_from_sslobject(self._obj, verified=False)
-            details = _verify_details(exc.verify_code, chain, ctx.server_name)
+            try:
+                details = _verify_details(exc.verify_code, chain, ctx.server_name)
+            except Exception:
+                details = None
         elif self._peer is not None:
             chain = self._peer.chain
         else:

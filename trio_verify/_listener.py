@@ -200,6 +200,11 @@ async def serve_tls(
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 # Reported by the stream; a TLSError is a BrokenResourceError.
                 return
+            except Exception:
+                # A bug somewhere (a selector's policy that cannot load, say)
+                # ends this connection, with its traceback, never the server.
+                logger.exception("handshake ended by an unexpected error")
+                return
             try:
                 await handler(stream)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:

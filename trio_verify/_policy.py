@@ -299,7 +299,16 @@ def _check_key_matches(
 
 def _load_identity(context: ssl.SSLContext, identity: Identity) -> None:
     with _private_file(identity._pem_bundle()) as path:
-        context.load_cert_chain(path, password=identity.password)
+        try:
+            context.load_cert_chain(path, password=identity.password)
+        except ssl.SSLError as exc:
+            raise PolicyError(
+                f"OpenSSL refuses the identity {_label(identity.certificate)} "
+                f"({exc.reason or exc}): at its default security level keys "
+                "must be RSA of 2048 bits or more, or ECDSA of 224 bits or "
+                "more, and signatures SHA-256 or stronger; issue a new "
+                "certificate."
+            ) from exc
 
 
 @contextlib.contextmanager
@@ -871,6 +880,10 @@ class ClientPolicy(_Policy):
             _adopted_identity=False,
             _context=None,
         )
+        if identity is not None:
+            # Load it now: a key or certificate OpenSSL refuses is a
+            # configuration error, not something for the first connection.
+            self._get_context()
 
     @classmethod
     def from_ssl_context(
@@ -1281,6 +1294,9 @@ class ServerPolicy(_Policy):
             _context=None,
             _no_client_auth_context=None,
         )
+        # Load the identity now: a key or certificate OpenSSL refuses is a
+        # configuration error, not something for the first client to find.
+        self._get_context()
 
     @classmethod
     def from_ssl_context(

@@ -88,9 +88,13 @@ class HandshakeReport:
             parts.append(f"policy={self.policy_name}")
         cert = self.client_certificate
         if cert is not None:
-            parts.append(f"client=[{cert.label}] issuer=[{cert.issuer}]")
-            parts.append(f"serial={cert.serial_number:x}")
-            parts.append(f"not_after={cert.not_after:%Y-%m-%d}")
+            parts.append(f"client=[{cert.label}]")
+            try:
+                parts.append(f"issuer=[{cert.issuer}]")
+                parts.append(f"serial={cert.serial_number:x}")
+                parts.append(f"not_after={cert.not_after:%Y-%m-%d}")
+            except Exception:
+                parts.append("(certificate not parseable)")
         if self.phase is not None:
             parts.append(f"phase={self.phase.name}")
         if self.alert_sent is not None:

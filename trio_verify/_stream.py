@@ -1014,17 +1014,19 @@ async def open_tls_stream(
         TLSError: the handshake failed.
         OSError: the TCP connection failed.
     """
-    if policy is None:
-        policy = ClientPolicy()
+    # Judge the policy before touching the network.
+    checked = coerce_policy(
+        ClientPolicy() if policy is None else policy, server_side=False
+    )
     tcp = await trio.open_tcp_stream(
         host, port, happy_eyeballs_delay=happy_eyeballs_delay
     )
-    stream = TLSStream(
-        tcp,
-        policy,
-        server_hostname=server_hostname if server_hostname is not None else host,
-    )
     try:
+        stream = TLSStream(
+            tcp,
+            checked,
+            server_hostname=server_hostname if server_hostname is not None else host,
+        )
         await stream.do_handshake()
     except BaseException:
         await trio.aclose_forcefully(tcp)
