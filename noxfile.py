@@ -141,3 +141,17 @@ def fuzz(session: nox.Session) -> None:
     """
     session.install(".", "atheris")
     session.run("python", "fuzz/run.py", *session.posargs)
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """Run the listener soak: thousands of abusive connections on loopback.
+
+    Not run by default.  ``python -m nox -s soak`` makes 3000 connections
+    against one ``serve_tls`` server and stops by itself (a few minutes at
+    most); ``python -m nox -s soak -- --connections 10000 --json soak.json``
+    a longer one.  Arguments after ``--`` go to ``soak/listener_abuse.py``.
+    The session fails if a good client failed or the server did not settle.
+    """
+    session.install(".", "trustme")
+    session.run("python", "soak/listener_abuse.py", *session.posargs)

@@ -22,10 +22,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import trio
 
-from . import _ceilings, _impls, _report, _workloads
+from . import _ceilings, _impls, _pooled, _report, _workloads
 from ._impls import Impl, Pair
 from ._material import KeyKind, Material, Side, make_material
 from ._report import Ceiling
@@ -34,7 +35,7 @@ from ._stats import Result
 MiB = 1024 * 1024
 KiB = 1024
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ("bulk", "echo", "handshake", "memory", "ceiling")
+BENCHMARKS = ("bulk", "echo", "handshake", "pooled", "memory", "ceiling")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class Config:
     memory_rounds: int
     ceiling_seconds: float
     openssl_seconds: int
+    pooled_seconds: float
+    pooled_concurrency: int
 
 
 FULL = Config(
@@ -64,6 +67,8 @@ FULL = Config(
     memory_rounds=3,
     ceiling_seconds=1.0,
     openssl_seconds=3,
+    pooled_seconds=1.0,
+    pooled_concurrency=16,
 )
 
 QUICK = Config(
@@ -78,6 +83,8 @@ QUICK = Config(
     memory_rounds=1,
     ceiling_seconds=0.3,
     openssl_seconds=1,
+    pooled_seconds=0.3,
+    pooled_concurrency=16,
 )
 
 
@@ -85,17 +92,27 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _rotated(items: Sequence[Impl], round_index: int) -> list[Impl]:
+class _Named(Protocol):
+    @property
+    def key(self) -> str: ...
+    @property
+    def label(self) -> str: ...
+
+
+N = TypeVar("N", bound=_Named)
+
+
+def _rotated(items: Sequence[N], round_index: int) -> list[N]:
     shift = round_index % len(items)
     return [*items[shift:], *items[:shift]]
 
 
 async def _interleave(
     result: Result,
-    impls: Sequence[Impl],
+    impls: Sequence[N],
     rounds: int,
-    sample: Callable[[Impl], Awaitable[float]],
-    warmup: Callable[[Impl], Awaitable[float]] | None = None,
+    sample: Callable[[N], Awaitable[float]],
+    warmup: Callable[[N], Awaitable[float]] | None = None,
 ) -> Result:
     """Run ``sample`` for every implementation, interleaved, ``rounds`` times.
 
@@ -225,6 +242,44 @@ async def run_handshakes(
                 )
 
 
+async def run_pooled(
+    config: Config, material: Material, results: dict[str, Result]
+) -> None:
+    """Requests/s over a pool of connections vs a new connection per request."""
+    c = config.pooled_concurrency
+    async with _pooled.open_variants(material.plain, c) as variants:
+        for concurrency in (1, c):
+            mode = "seq" if concurrency == 1 else f"c{c}"
+            key = f"pooled-ecdsa-{mode}"
+            title = (
+                "Requests (64 B echo), ECDSA P-256, "
+                f"{'sequential' if concurrency == 1 else f'{concurrency} concurrent'}"
+            )
+
+            async def sample(
+                variant: _pooled.Variant,
+                concurrency: int = concurrency,
+                seconds: float = config.pooled_seconds,
+            ) -> float:
+                return await _pooled.requests(variant.request, concurrency, seconds)
+
+            results[key] = await _interleave(
+                Result(
+                    key,
+                    title,
+                    "requests/s",
+                    baseline="new",
+                    baseline_label="a new connection",
+                ),
+                variants,
+                config.rounds,
+                sample,
+                partial(
+                    sample, concurrency=concurrency, seconds=config.pooled_seconds / 4
+                ),
+            )
+
+
 async def run_async(
     config: Config, selected: set[str], results: dict[str, Result]
 ) -> None:
@@ -240,6 +295,9 @@ async def run_async(
         await run_handshakes(
             config, {"ecdsa": ecdsa, "rsa": make_material("rsa")}, results
         )
+    if "pooled" in selected:
+        _log("pooled requests ...")
+        await run_pooled(config, ecdsa, results)
 
 
 # -- memory, in subprocesses -------------------------------------------------------
@@ -402,7 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if _impls.ANYIO is None:
         notes.append("anyio is not installed: its TLSStream was skipped.")
     results: dict[str, Result] = {}
-    if selected & {"bulk", "echo", "handshake"}:
+    if selected & {"bulk", "echo", "handshake", "pooled"}:
         trio.run(run_async, config, selected, results)
     ceilings = run_ceilings(config, notes) if "ceiling" in selected else []
     if "memory" in selected:
@@ -433,6 +491,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             encoding="utf-8",
         )
     if args.update_docs:
-        _report.update_docs(args.update_docs, rst)
+        # The pooled case has a block of its own, so that either part can be
+        # rerun alone without erasing the other's recorded numbers.
+        main_results = {k: r for k, r in results.items() if not k.startswith("pooled")}
+        pooled_results = {k: r for k, r in results.items() if k.startswith("pooled")}
+        if selected - {"pooled"}:
+            _report.update_docs(
+                args.update_docs,
+                _report.render_rst(facts, main_results, ceilings, notes),
+            )
+        if pooled_results:
+            _report.update_docs(
+                args.update_docs,
+                _report.render_rst(facts, pooled_results, [], []),
+                begin_marker=_report.POOLED_BEGIN_MARKER,
+                end_marker=_report.POOLED_END_MARKER,
+            )
         _log(f"updated {args.update_docs}")
     return 0

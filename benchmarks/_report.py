@@ -22,6 +22,8 @@ from ._stats import BASELINE_KEY, Result, Target
 
 BEGIN_MARKER = ".. BEGIN GENERATED BENCHMARK RESULTS"
 END_MARKER = ".. END GENERATED BENCHMARK RESULTS"
+POOLED_BEGIN_MARKER = ".. BEGIN GENERATED POOLED RESULTS"
+POOLED_END_MARKER = ".. END GENERATED POOLED RESULTS"
 
 TARGETS = (
     Target(
@@ -157,7 +159,7 @@ def result_rows(results: Iterable[Result]) -> list[list[str]]:
         for impl in result.values:
             s = result.summary(impl)
             scale = result.scale
-            if impl == BASELINE_KEY:
+            if impl == result.baseline:
                 ratio = "1 (baseline)"
             elif s.ratio is not None and s.ratio_low is not None:
                 ratio = f"{s.ratio:.2f} ({s.ratio_low:.2f}–{s.ratio_high:.2f})"
@@ -177,14 +179,35 @@ def result_rows(results: Iterable[Result]) -> list[list[str]]:
     return rows
 
 
-RESULT_HEADER = [
-    "Benchmark [unit]",
-    "Implementation",
-    "Median",
-    "Spread (min–max)",
-    "Ratio to trio (per-round range)",
-    "Verdict",
-]
+def result_header(baseline_label: str = "trio") -> list[str]:
+    return [
+        "Benchmark [unit]",
+        "Implementation",
+        "Median",
+        "Spread (min–max)",
+        f"Ratio to {baseline_label} (per-round range)",
+        "Verdict",
+    ]
+
+
+RESULT_HEADER = result_header()
+
+
+def result_groups(
+    results: Iterable[Result],
+) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(table title, header, rows) per baseline, trio.SSLStream's first."""
+    groups: dict[str, list[Result]] = {}
+    for result in results:
+        groups.setdefault(result.baseline, []).append(result)
+    tables = []
+    for baseline in sorted(groups, key=lambda b: b != BASELINE_KEY):
+        members = groups[baseline]
+        title = "Results" if baseline == BASELINE_KEY else "Pooled requests"
+        tables.append(
+            (title, result_header(members[0].baseline_label), result_rows(members))
+        )
+    return tables
 
 
 def ceiling_rows(
@@ -314,10 +337,8 @@ def render_text(
     notes: Sequence[str],
 ) -> str:
     parts = ["\n".join(f"{label}: {value}" for label, value in facts_lines(facts))]
-    if results:
-        parts.append(
-            text_table(RESULT_HEADER, result_rows(results.values()), grouped=True)
-        )
+    for _, header, rows in result_groups(results.values()):
+        parts.append(text_table(header, rows, grouped=True))
     if ceilings:
         header, rows = ceiling_rows(ceilings, results)
         parts.append(text_table(header, rows))
@@ -338,8 +359,8 @@ def render_markdown(
     parts = [
         "\n".join(f"- **{label}:** `{value}`" for label, value in facts_lines(facts))
     ]
-    if results:
-        parts.append(markdown_table(RESULT_HEADER, result_rows(results.values())))
+    for _, header, rows in result_groups(results.values()):
+        parts.append(markdown_table(header, rows))
     if ceilings:
         parts.append(markdown_table(*ceiling_rows(ceilings, results)))
     targets = target_rows(results)
@@ -358,8 +379,8 @@ def render_rst(
 ) -> str:
     fields = [f":{label}: ``{value}``" for label, value in facts_lines(facts)]
     parts = ["\n".join(fields)]
-    if results:
-        parts.append(rst_table("Results", RESULT_HEADER, result_rows(results.values())))
+    for title, header, rows in result_groups(results.values()):
+        parts.append(rst_table(title, header, rows))
     if ceilings:
         header, rows = ceiling_rows(ceilings, results)
         parts.append(rst_table("Ceilings", header, rows))
@@ -371,14 +392,20 @@ def render_rst(
     return "\n\n".join(parts)
 
 
-def update_docs(path: Path, rst: str) -> None:
+def update_docs(
+    path: Path,
+    rst: str,
+    *,
+    begin_marker: str = BEGIN_MARKER,
+    end_marker: str = END_MARKER,
+) -> None:
     """Replace the generated block of ``path`` (between the markers) with ``rst``."""
     text = path.read_text(encoding="utf-8")
-    start = text.find(BEGIN_MARKER)
-    end = text.find(END_MARKER)
+    start = text.find(begin_marker)
+    end = text.find(end_marker)
     if start < 0 or end < start:
         raise SystemExit(
-            f"{path}: no {BEGIN_MARKER!r} ... {END_MARKER!r} block to replace"
+            f"{path}: no {begin_marker!r} ... {end_marker!r} block to replace"
         )
     start = text.index("\n", start) + 1
     path.write_text(text[:start] + "\n" + rst + "\n\n" + text[end:], encoding="utf-8")

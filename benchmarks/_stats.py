@@ -26,6 +26,10 @@ class Result:
     values: dict[str, list[float]] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     note: str = ""
+    baseline: str = BASELINE_KEY
+    """The implementation the ratios are taken against."""
+    baseline_label: str = "trio"
+    """How the baseline is named in table headers."""
 
     def add(self, impl_key: str, label: str, value: float) -> None:
         self.values.setdefault(impl_key, []).append(value)
@@ -33,14 +37,14 @@ class Result:
 
     def summary(self, impl_key: str) -> Summary:
         values = self.values[impl_key]
-        base = self.values.get(BASELINE_KEY)
+        base = self.values.get(self.baseline)
         ratios: list[float] = []
         ratio = None
-        if base and impl_key != BASELINE_KEY:
+        if base and impl_key != self.baseline:
             ratios = [v / b for v, b in zip(values, base, strict=False) if b]
             if statistics.median(base):
                 ratio = statistics.median(values) / statistics.median(base)
-        elif impl_key == BASELINE_KEY:
+        elif impl_key == self.baseline:
             ratio = 1.0
         return Summary(
             median=statistics.median(values),
@@ -54,7 +58,7 @@ class Result:
 
     def verdict(self, impl_key: str) -> str:
         """In words: is there a difference from the baseline, and which way?"""
-        if impl_key == BASELINE_KEY:
+        if impl_key == self.baseline:
             return "baseline"
         s = self.summary(impl_key)
         if s.ratio_low is None or s.ratio_high is None:
@@ -74,6 +78,7 @@ class Result:
             "scale": self.scale,
             "higher_is_better": self.higher_is_better,
             "note": self.note,
+            "baseline": self.baseline,
             "values": self.values,
             "labels": self.labels,
             "summary": {
