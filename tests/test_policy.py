@@ -977,3 +977,10 @@ def test_spki_pins_are_normalised_to_bytes(certs: CertKit) -> None:
     info = certs.server().info
     policy = ClientPolicy(spki_pins=[info.spki_pin, f"sha256//{info.spki_pin}"])
     assert policy.spki_pins == frozenset({info.spki_sha256})
+
+
+def test_adopted_client_context_does_not_wait_for_a_verdict_by_default() -> None:
+    """Code ported from trio.SSLStream keeps trio's handshake: no confirmation."""
+    context = ssl.create_default_context()
+    assert ClientPolicy.from_ssl_context(context).confirm_client_auth == "never"
+    assert ClientPolicy().confirm_client_auth == "auto"

@@ -16,7 +16,7 @@ from typing import Generic, TypeAlias, TypeVar
 
 import trio
 
-from ._errors import PolicyRejected
+from ._errors import Phase, PolicyRejected, TruncatedStream
 from ._hello import ClientHello
 from ._policy import Reject, ServerPolicy, coerce_policy
 from ._report import HandshakeReport, _address, logger
@@ -63,10 +63,22 @@ def _log(report: HandshakeReport) -> None:
     error = report.error
     if error is None:
         logger.info("%s", report.summary())
+    elif _idle_probe(error):
+        # Port scanners and health checks connect and leave: not news.
+        logger.info("%s", report.summary())
     elif isinstance(error, _ORDINARY) and not _caused_by_our_code(error):
         logger.warning("%s", report.summary())
     else:
         logger.warning("%s", report.summary(), exc_info=error)
+
+
+def _idle_probe(error: BaseException) -> bool:
+    """A client that closed without sending a single byte."""
+    return (
+        isinstance(error, TruncatedStream)
+        and error.phase is Phase.CLIENT_HELLO
+        and "without sending anything" in error.message
+    )
 
 
 def _caused_by_our_code(error: BaseException) -> bool:

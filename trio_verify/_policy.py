@@ -893,7 +893,7 @@ class ClientPolicy(_Policy):
         allow_unauthenticated: bool = False,
         spki_pins: Iterable[bytes | str] = (),
         has_identity: bool = False,
-        confirm_client_auth: ConfirmClientAuth = "auto",
+        confirm_client_auth: ConfirmClientAuth = "never",
         confirm_timeout: float = 5.0,
         handshake_timeout: float | None = 30.0,
         name: str | None = None,
@@ -930,7 +930,12 @@ class ClientPolicy(_Policy):
             has_identity: Whether a client certificate was loaded into the
                 context. ``ssl`` cannot tell; it matters only for
                 ``confirm_client_auth="auto"``.
-            confirm_client_auth: As for :class:`ClientPolicy`.
+            confirm_client_auth: As for :class:`ClientPolicy`, but
+                ``"never"`` by default: code written for
+                :class:`trio.SSLStream` may talk to servers that hold their
+                TLS 1.3 session tickets until they first write (as
+                trio.SSLStream itself does), which would leave a confirming
+                client waiting.
             confirm_timeout: As for :class:`ClientPolicy`.
             handshake_timeout: As for :class:`ClientPolicy`.
             name: As for :class:`ClientPolicy`.
