@@ -9,8 +9,8 @@ bytes between the engine and the transport stream, and decides who may do so.
 *Transport locks.*  One task at a time may send on the transport and one may
 receive from it, but either direction can be needed by either public method:
 a lazy handshake inside ``send_all`` must receive, and a ``receive_some`` may
-have to answer a post-handshake message.  Two :class:`trio.Lock` objects
-guard the transport; they are taken with ``acquire_nowait()`` when free, so the
+have to answer a post-handshake message.  Two strict FIFO locks guard the
+transport; they are taken with ``acquire_nowait()`` when free, so the
 uncontended path costs no scheduler pass.  Outgoing bytes are taken from the
 engine *after* the send lock is held, which keeps them in order however tasks
 interleave.  A task that had to wait for the receive lock does not read again:
@@ -113,6 +113,52 @@ class _State(enum.Enum):
     OK = "ok"
     BROKEN = "broken"
     CLOSED = "closed"
+
+
+class _TransportLock:
+    """A strict FIFO lock for one direction of the transport.
+
+    The same semantics as :class:`trio.Lock` for the way this module uses it,
+    without its per-call owner bookkeeping: on the hot path a stream takes
+    and releases it on every send, so that cost is paid per record.  A
+    waiter parks; ``release`` hands the lock directly to the first waiter,
+    so a newcomer can never overtake it (outgoing bytes stay in order).
+    """
+
+    __slots__ = ("_held", "_lot")
+
+    def __init__(self) -> None:
+        self._held = False
+        self._lot = trio.lowlevel.ParkingLot()
+
+    def locked(self) -> bool:
+        return self._held
+
+    def acquire_nowait(self) -> None:
+        if self._held:
+            raise trio.WouldBlock
+        self._held = True
+
+    async def acquire(self) -> None:
+        if self._held:
+            # Ownership arrives with the wake-up (see release); a task
+            # cancelled while parked is simply removed from the queue.
+            await self._lot.park()
+        else:
+            self._held = True
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def release(self) -> None:
+        if self._lot:
+            self._lot.unpark()
+        else:
+            self._held = False
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release()
 
 
 class _Conflict:
@@ -268,8 +314,8 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
         self._handshake_failure = None
         self._close_notify_received = False
         self._buffer = bytearray()
-        self._send_lock = trio.Lock()
-        self._recv_lock = trio.Lock()
+        self._send_lock = _TransportLock()
+        self._recv_lock = _TransportLock()
         self._send_conflict = _Conflict(
             "another task is currently sending data on this TLSStream"
         )
@@ -307,8 +353,8 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
     _handshake_failure: BaseException | None
     _close_notify_received: bool
     _buffer: bytearray
-    _send_lock: trio.Lock
-    _recv_lock: trio.Lock
+    _send_lock: _TransportLock
+    _recv_lock: _TransportLock
     _send_conflict: _Conflict
     _recv_conflict: _Conflict
 
