@@ -903,7 +903,7 @@ async def test_send_all_cancelled_waiting_for_its_turn_breaks_the_stream(
 ) -> None:
     """send_all has encrypted its bytes but another task holds the transport
     (answering a CertificateRequest over a blocked transport).  A cancelled
-    send breaks the stream (DESIGN §7, as in Trio): the caller must not be
+    send breaks the stream (as in Trio): the caller must not be
     told "cancelled" while its bytes still go out later."""
     config = deferred_auth_config(certs)
     plan = FaultPlan()

@@ -1,4 +1,4 @@
-"""Transport faults at every interesting byte offset (DESIGN.md §6.4, §7).
+"""Transport faults at every interesting byte offset.
 
 A real handshake and a short exchange run over :class:`faulty.FaultyStream`
 while the transport closes, resets, stalls or blocks at a byte offset of one

@@ -1,9 +1,9 @@
 """TLSListener and serve_tls: a policy per connection, chosen from the ClientHello.
 
 The listener reads the ClientHello before OpenSSL sees it and asks a selector
-for the connection's policy (DESIGN §5), so everything in the chosen policy
+for the connection's policy, so everything in the chosen policy
 applies, client authentication included.  That is what an ``sni_callback``
-swapping contexts cannot do (DESIGN §1.4, shown here with plain ``ssl``):
+swapping contexts cannot do (shown here with plain ``ssl``):
 these tests prove that per-name, per-protocol and per-address mutual TLS is
 really enforced, on TLS 1.2 and 1.3, by checking both ends of real loopback
 connections.  They also cover refusals with an alert (``Reject``,

@@ -1,6 +1,6 @@
 """One ``serve_tls`` server, 200 concurrent connections, most of them abusive.
 
-DESIGN §5: a failed handshake is reported and never disturbs other
+A failed handshake is reported and never disturbs other
 connections or the accept loop.  Here good clients share one listener with
 clients whose certificates are refused, plaintext HTTP, garbage, clients that
 stall in the middle of their ClientHello or of the handshake, and clients that

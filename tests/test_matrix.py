@@ -527,8 +527,8 @@ async def test_server_refuses_a_bad_client_certificate(
 async def test_server_with_required_client_auth_refuses_a_client_without_one(
     certs: CertKit, version: ssl.TLSVersion
 ) -> None:
-    """With no certificate sent, "auto" does not wait for a verdict (DESIGN
-    §6.3), so in TLS 1.3 the refusal surfaces at the client's first read.
+    """With no certificate sent, "auto" does not wait for a verdict, so in
+    TLS 1.3 the refusal surfaces at the client's first read.
     """
     client_seen, server_seen = await converse(
         server_policy(certs, version, client_auth=REQUIRED), client_policy(certs)

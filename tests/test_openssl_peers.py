@@ -4,7 +4,7 @@ Every rejection is checked from both ends.  On our side: the typed error, its
 phase, where it surfaced, and the alert sent or received.  On OpenSSL's side:
 the error line the tool prints when it *receives* the alert, with the alert's
 name and number ("...:tlsv1 alert unknown ca:...:SSL alert number 48"), which
-proves the alert crossed the wire (DESIGN §6.4) rather than being queued.
+proves the alert crossed the wire rather than being queued.
 
 How to make s_client read a verdict that comes after its own handshake: in
 TLS 1.3 the server judges the client's certificate after the client has
@@ -379,7 +379,7 @@ async def test_s_server_with_refused_certificate_receives_the_alert(
         pytest.param("-tls1_2", tv.Alert.HANDSHAKE_FAILURE, "handshake", id="TLSv1.2"),
         # The TLS 1.3 verdict comes after our handshake, and the default
         # confirm_client_auth="auto" waits for it only when we sent a
-        # certificate (DESIGN §6.3): here the first read reports it.
+        # certificate: here the first read reports it.
         pytest.param("-tls1_3", tv.Alert.CERTIFICATE_REQUIRED, "receive", id="TLSv1.3"),
     ],
 )

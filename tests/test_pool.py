@@ -1,4 +1,4 @@
-"""The client pool (DESIGN §8), against real servers on loopback.
+"""The client pool, against real servers on loopback.
 
 Every server here is a :func:`~trio_verify.serve_tls` server (or, for the
 failures that happen before TLS, a raw Trio listener) in the test's own

@@ -789,7 +789,7 @@ async def test_common_name_only_certificate_is_refused(
     assert_server_refused(client, server, tv.NameMismatch, 62, tv.Alert.BAD_CERTIFICATE)
 
 
-# ------------------------------------------------ per-name mutual TLS (DESIGN §5)
+# ------------------------------------------------ per-name mutual TLS
 
 
 def sni_selector(certs: CertKit, server: KitIdentity) -> SniSelector:

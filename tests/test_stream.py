@@ -1,4 +1,4 @@
-"""TLSStream as a drop-in for trio.SSLStream (DESIGN.md §7).
+"""TLSStream as a drop-in for trio.SSLStream.
 
 Everything here runs real TLS (the ``ssl`` module, OpenSSL) with certificates
 from the :class:`~certs.CertKit`.  Transports are real loopback sockets, or

@@ -2,7 +2,7 @@
 
 A server that chooses its policy per connection must see the ClientHello
 before OpenSSL does, because the policy decides which :class:`ssl.SSLContext`
-OpenSSL is given (DESIGN §5).  :class:`ClientHelloReader` takes the bytes a
+OpenSSL is given.  :class:`ClientHelloReader` takes the bytes a
 client sends first, in any chunks, and returns a :class:`ClientHello` once the
 whole handshake message is in.  The caller then builds the ``SSLObject`` from
 the chosen context and replays :attr:`ClientHello.raw` into it, so OpenSSL sees

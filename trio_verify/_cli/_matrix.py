@@ -100,7 +100,7 @@ class Refusal:
 
 
 # ---------------------------------------------------------------------------
-# The documented behaviour (DESIGN §2, docs/matrix.rst), as tests/test_matrix.py
+# The documented behaviour (docs/matrix.rst), as tests/test_matrix.py
 # asserts it: Refusal(error, verify code, alert sent, facts in the message),
 # or ``None`` where the certificate is accepted.
 #
