@@ -91,7 +91,6 @@ _FATAL: Final = 2
 # handshake does: the watcher is an observer and must never cost memory.
 _WATCH_LIMIT: Final = 1 << 18
 _PREFIX_LEN: Final = 16
-_TLS13_VERSION: Final = 0x0304
 _VERSION_NAMES: Final = {
     0x0301: "TLSv1",
     0x0302: "TLSv1.1",

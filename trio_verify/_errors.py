@@ -20,7 +20,7 @@ import enum
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, Final, Literal, TypeVar
 
 import trio
 
@@ -620,19 +620,23 @@ def phase_in_progress(ctx: FailureContext) -> Phase:
     return Phase.CLIENT_CERTIFICATE
 
 
+# What plaintext HTTP looks like in its first bytes (a request line).
+# OpenSSL itself recognises only GET, POST, HEAD, PUT and CONNECT.
+HTTP_METHODS: Final = (
+    b"GET ",
+    b"POST ",
+    b"HEAD ",
+    b"PUT ",
+    b"DELETE ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"TRACE ",
+)
+
+
 def _looks_like_http(prefix: bytes) -> bool:
     head = prefix[:8].upper()
-    methods = (
-        b"GET ",
-        b"POST ",
-        b"HEAD ",
-        b"PUT ",
-        b"DELETE ",
-        b"OPTIONS ",
-        b"PATCH ",
-        b"TRACE ",
-    )
-    return head.startswith(b"HTTP/") or head.startswith(methods) or head == b"CONNECT "
+    return head.startswith((b"HTTP/", b"CONNECT ", *HTTP_METHODS))
 
 
 def _peer_alert_class(

@@ -75,6 +75,7 @@ from dataclasses import dataclass, field
 from typing import Final, NoReturn
 
 from ._errors import (
+    HTTP_METHODS,
     Alert,
     NotTLS,
     Phase,
@@ -189,20 +190,6 @@ _TLS_VERSIONS: Final = {
     0x0303: ssl.TLSVersion.TLSv1_2,
     0x0304: ssl.TLSVersion.TLSv1_3,
 }
-
-# What plaintext HTTP looks like in its first bytes.  OpenSSL itself names
-# only GET, POST, HEAD, PUT and CONNECT; the message may say more than it does
-# because no alert is sent either way.
-_HTTP_METHODS: Final = (
-    b"GET ",
-    b"POST ",
-    b"HEAD ",
-    b"PUT ",
-    b"DELETE ",
-    b"OPTIONS ",
-    b"PATCH ",
-    b"TRACE ",
-)
 
 # Only ASCII letters are folded: str.lower() would also fold non-ASCII
 # characters, some of them onto ASCII letters (KELVIN SIGN -> "k").
@@ -657,7 +644,7 @@ def _not_tls_message(data: bytes) -> str:
         return "peer sent the HTTP/2 cleartext preface (PRI * HTTP/2.0), not TLS"
     if _begins(data, b"CONNECT "):
         return "peer sent a plaintext HTTP CONNECT (proxy) request, not TLS"
-    for method in _HTTP_METHODS:
+    for method in HTTP_METHODS:
         if _begins(data, method):
             verb = method.decode().strip()
             return f"peer sent a plaintext HTTP {verb} request, not TLS"
