@@ -39,14 +39,21 @@ from __future__ import annotations
 import contextlib
 import copy
 import enum
+import errno
 import operator
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Final, Generic, TypeAlias, TypeVar
 
 import trio
-from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
+from trio.lowlevel import (
+    cancel_shielded_checkpoint,
+    checkpoint_if_cancelled,
+    wait_readable,
+    wait_writable,
+)
 
 from ._certs import PeerInfo
 from ._engine import TLSEngine
@@ -179,6 +186,87 @@ class _Conflict:
         self._busy = False
 
 
+def _raw_socket(transport: trio.abc.Stream) -> socket.socket | None:
+    """The stdlib socket under a plain :class:`trio.SocketStream`, else None.
+
+    Only an exact ``trio.SocketStream`` qualifies: a subclass may change what
+    sending and receiving mean.  The socket is Trio's own, still owned and
+    closed by the transport; the stream only reads and writes it.
+    """
+    if type(transport) is not trio.SocketStream:
+        return None
+    raw = getattr(transport.socket, "_sock", None)
+    if not isinstance(raw, socket.socket) or raw.type != socket.SOCK_STREAM:
+        return None
+    return raw
+
+
+_CLOSED_ERRNOS: Final = frozenset({errno.EBADF, errno.ENOTSOCK})
+
+
+def _socket_error(exc: OSError, transport: trio.abc.Stream | None) -> Exception:
+    """The error :class:`trio.SocketStream` would raise for ``exc``."""
+    if exc.errno in _CLOSED_ERRNOS:
+        return trio.ClosedResourceError("this socket was already closed")
+    if isinstance(transport, trio.SocketStream) and (
+        transport.socket.did_shutdown_SHUT_WR
+    ):
+        return trio.ClosedResourceError("can't send data after sending EOF")
+    return trio.BrokenResourceError(f"socket connection broken: {exc}")
+
+
+async def _socket_receive(
+    sock: socket.socket, transport: trio.abc.Stream, max_bytes: int
+) -> bytes:
+    """``transport.receive_some(max_bytes)`` straight on its socket.
+
+    The same outcome and the same single checkpoint as the call it replaces,
+    without its layers of wrappers: tried at once, and only if nothing is
+    there, waited for (a cancellation there has consumed nothing).
+    """
+    try:
+        data = sock.recv(max_bytes)
+    except BlockingIOError:
+        pass
+    except OSError as exc:
+        raise _socket_error(exc, transport) from exc
+    else:
+        await cancel_shielded_checkpoint()
+        return data
+    while True:
+        await wait_readable(sock)
+        try:
+            return sock.recv(max_bytes)
+        except BlockingIOError:
+            continue
+        except OSError as exc:
+            raise _socket_error(exc, transport) from exc
+
+
+async def _socket_send(
+    sock: socket.socket, transport: trio.abc.Stream, data: bytes
+) -> None:
+    """``transport.send_all(data)`` straight on its socket (``data`` non-empty)."""
+    try:
+        sent = sock.send(data)
+    except BlockingIOError:
+        sent = 0
+    except OSError as exc:
+        raise _socket_error(exc, transport) from exc
+    if sent == len(data):
+        await cancel_shielded_checkpoint()
+        return
+    with memoryview(data) as view:
+        while sent < len(data):
+            await wait_writable(sock)
+            try:
+                sent += sock.send(view[sent:])
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                raise _socket_error(exc, transport) from exc
+
+
 def _alert_record(alert: Alert | None) -> bytes:
     """A plaintext fatal alert record, as sent before any keys exist."""
     if alert is None:
@@ -299,6 +387,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
         handshake_timeout: float | None,
     ) -> None:
         self.transport_stream = transport_stream
+        self._socket = _raw_socket(transport_stream)
         self._server_side = server_side
         self._address: object = None
         self._https_compatible = https_compatible
@@ -339,6 +428,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
     # and ``_engine`` until its ClientHello has been read.
     _policy: ClientPolicy | ServerPolicy
     _engine: TLSEngine
+    _socket: socket.socket | None
     _server_side: bool
     _handshake_timeout: float | None
     _selector: Selector | None
@@ -482,13 +572,23 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
         try:
             data = engine.data_to_send()
             if data:
-                await self.transport_stream.send_all(data)
+                sock = self._socket
+                if sock is None:
+                    await self.transport_stream.send_all(data)
+                else:
+                    await _socket_send(sock, self.transport_stream, data)
         except BaseException as exc:
             # Part of a record may be on the wire: nothing can follow it.
             self._mark_broken(exc)
             raise
         finally:
             lock.release()
+
+    async def _transport_receive(self) -> bytes | bytearray:
+        sock = self._socket
+        if sock is None:
+            return await self.transport_stream.receive_some(_RECEIVE_SIZE)
+        return await _socket_receive(sock, self.transport_stream, _RECEIVE_SIZE)
 
     async def _receive(self) -> None:
         """Feed the engine one transport read (or nothing, if another task did)."""
@@ -499,7 +599,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
             return
         lock.acquire_nowait()
         try:
-            data = await self.transport_stream.receive_some(_RECEIVE_SIZE)
+            data = await self._transport_receive()
         except trio.Cancelled:
             raise
         except BaseException as exc:
@@ -673,11 +773,10 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
         ``sni_callback`` swapping contexts cannot do: the verify mode stays).
         """
         reader = ClientHelloReader(peer_address=self._peer_address())
-        transport = self.transport_stream
         hello = None
         try:
             while hello is None:
-                data = await transport.receive_some(_RECEIVE_SIZE)
+                data = await self._transport_receive()
                 if not data:
                     reader.feed_eof()
                 hello = reader.feed(data)
@@ -1003,6 +1102,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
                 raise
             transport = self.transport_stream
             object.__setattr__(self, "transport_stream", None)
+            self._socket = None
             self._state = _State.CLOSED
             return transport, engine.unused_data()
 
