@@ -50,7 +50,7 @@ import contextlib
 import ssl
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Final
+from typing import Any, Final
 
 from ._certs import (
     CertificateInfo,
@@ -278,6 +278,7 @@ class TLSEngine:
         "_pinned",
         "_prefix",
         "_ragged_eof_ok",
+        "_raw",
         "_read_end",
         "_spki_pins",
         "_watch_in",
@@ -322,6 +323,9 @@ class TLSEngine:
             server_hostname=server_hostname,
             session=session,
         )
+        # The C-level object behind the SSLObject: the same methods without
+        # the Python wrapper's extra call on every read and write.
+        self._raw: Any = getattr(self._obj, "_sslobj", self._obj)
         self.server_side = server_side
         self.server_name: str | None = server_hostname
         """The SNI name: ours on a client; on a server, the client's, once the
@@ -391,6 +395,11 @@ class TLSEngine:
         return data
 
     @property
+    def partial_record(self) -> bool:
+        """Whether the start of a record waits for the rest of it."""
+        return self._read_end is None and self._incoming.pending > 0
+
+    @property
     def has_data_to_send(self) -> bool:
         """Whether :meth:`data_to_send` would return bytes."""
         return bool(self._pending_out) or self._outgoing.pending > 0
@@ -428,20 +437,17 @@ class TLSEngine:
         Raises:
             TLSError: the connection failed; send :meth:`data_to_send` first.
         """
-        obj = self._obj
+        raw = self._raw
+        incoming = self._incoming
         if self._read_end is not None:
             return self._end_of_reading(surfaced_in)
-        if (
-            self._incoming.pending == 0
-            and obj.pending() == 0
-            and not (self._incoming.eof)
-        ):
+        if incoming.pending == 0 and raw.pending() == 0 and not incoming.eof:
             return None
         chunks: list[bytes] = []
         total = 0
         while total < max_bytes:
             try:
-                chunk = obj.read(max_bytes - total)
+                chunk = raw.read(max_bytes - total)
             except ssl.SSLWantReadError:
                 break
             except ssl.SSLError as exc:
@@ -457,7 +463,7 @@ class TLSEngine:
                 break
             chunks.append(chunk)
             total += len(chunk)
-            if self._incoming.pending == 0 and obj.pending() == 0:
+            if incoming.pending == 0 and raw.pending() == 0:
                 break
         if not chunks:
             return None if self._read_end is None else self._end_of_reading(surfaced_in)
@@ -488,7 +494,7 @@ class TLSEngine:
             TLSError: the connection failed; send :meth:`data_to_send` first.
         """
         try:
-            self._obj.write(data)
+            self._raw.write(data)
         except ssl.SSLWantReadError:
             return False
         except ssl.SSLError as exc:
