@@ -331,3 +331,64 @@ async def test_plain_ssl_context_peer_interoperates(
             assert await client.receive_some(100) == b"olleh"
     await client.aclose()
     await server.aclose()
+
+
+class Capturing(Forwarding):
+    """Forwards until ``capture`` is set, then keeps what would be sent."""
+
+    def __init__(self, inner: trio.SocketStream) -> None:
+        super().__init__(inner)
+        self.capture = False
+        self.captured = bytearray()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self.capture:
+            self.captured += data
+            await trio.lowlevel.checkpoint()
+        else:
+            await self.inner.send_all(data)
+
+
+@pytest.mark.parametrize("ending", ["eof", "reset"])
+async def test_whole_records_before_a_cut_record_are_delivered_first(
+    path: str, policies: tuple[tv.ClientPolicy, tv.ServerPolicy], ending: str
+) -> None:
+    # The peer's last write is cut inside its final record and the
+    # connection ends there.  Whatever the reader's path, the complete
+    # records come out first and the end is reported by the next call: a
+    # truncation for an EOF, the transport's error for a reset.
+    client_sock, server_sock = await socket_pair()
+    wrap: Any = (lambda s: s) if path == "socket" else Forwarding
+    client = tv.TLSStream(wrap(client_sock), policies[0], server_hostname="localhost")
+    capturing = Capturing(server_sock)
+    server = tv.TLSStream(capturing, policies[1], server_side=True)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.do_handshake)
+        nursery.start_soon(server.do_handshake)
+    payload = bytes(range(256)) * 256  # 64 KiB: four full records
+    capturing.capture = True
+    await server.send_all(payload)
+    wire = bytes(capturing.captured)
+    assert len(wire) > len(payload)
+    await server_sock.send_all(wire[:-10])  # the fourth record lacks its end
+    if ending == "reset":
+        reset(server_sock)
+    else:
+        await server_sock.aclose()
+    await trio.sleep(0.05)  # everything, the end included, has arrived
+
+    received = bytearray()
+    with trio.fail_after(TIMEOUT):
+        while len(received) < 3 * 16384:
+            chunk = await client.receive_some(65536)
+            assert chunk
+            received += chunk
+        assert received == payload[: 3 * 16384]
+        if ending == "reset":
+            with pytest.raises(trio.BrokenResourceError) as info:
+                await client.receive_some(65536)
+            assert isinstance(info.value.__cause__, ConnectionResetError)
+        else:
+            with pytest.raises(tv.TruncatedStream):
+                await client.receive_some(65536)
+    await client.aclose()
