@@ -395,11 +395,6 @@ class TLSEngine:
         return data
 
     @property
-    def partial_record(self) -> bool:
-        """Whether the start of a record waits for the rest of it."""
-        return self._read_end is None and self._incoming.pending > 0
-
-    @property
     def has_data_to_send(self) -> bool:
         """Whether :meth:`data_to_send` would return bytes."""
         return bool(self._pending_out) or self._outgoing.pending > 0

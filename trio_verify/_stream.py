@@ -393,7 +393,6 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
     ) -> None:
         self.transport_stream = transport_stream
         self._socket = _raw_socket(transport_stream)
-        self._receive_error: Exception | None = None
         self._server_side = server_side
         self._address: object = None
         self._https_compatible = https_compatible
@@ -608,12 +607,8 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
             sock = self._socket
             if sock is None:
                 data = await self.transport_stream.receive_some(_RECEIVE_SIZE)
-            elif self._receive_error is None:
-                data = await _socket_receive(sock, self.transport_stream, _RECEIVE_SIZE)
             else:
-                error, self._receive_error = self._receive_error, None
-                await cancel_shielded_checkpoint()
-                raise error
+                data = await _socket_receive(sock, self.transport_stream, _RECEIVE_SIZE)
         except trio.Cancelled:
             raise
         except BaseException as exc:
@@ -625,38 +620,6 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
             self._engine.receive_data(data)
         else:
             self._engine.receive_eof()
-
-    def _top_up(self, got: bytes, max_bytes: int) -> bytes:
-        """Complete ``got`` from the socket without waiting, if it can be.
-
-        Called when the engine holds the start of a record it could not
-        decrypt yet.  If the rest has already reached the socket, taking it
-        now saves a whole scheduler round for the next call (a bulk reader
-        otherwise gets three of the four records of every 64 KiB write, then
-        the fourth).  A failure met here is kept for the next read, so that
-        data already decrypted is returned first.
-        """
-        sock = self._socket
-        assert sock is not None
-        try:
-            data = sock.recv(_RECEIVE_SIZE)
-        except BlockingIOError:
-            return got
-        except OSError as exc:
-            self._receive_error = _socket_error(exc, self.transport_stream)
-            self._receive_error.__cause__ = exc
-            return got
-        engine = self._engine
-        if data:
-            engine.receive_data(data)
-        else:
-            engine.receive_eof()
-        try:
-            more = engine.read(max_bytes - len(got))
-        except TLSError:
-            # The engine keeps the failure and raises it at the next read.
-            return got
-        return got + more if more else got
 
     async def _fatal(self, err: TLSError) -> None:
         """Deliver the alert for ``err`` to the peer, then mark us broken."""
@@ -1034,15 +997,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
             try:
                 while True:
                     got = engine.read(max_bytes)
-                    if got:
-                        if (
-                            len(got) < max_bytes
-                            and engine.partial_record
-                            and self._socket is not None
-                            and not self._recv_lock._held
-                        ):
-                            got = self._top_up(got, max_bytes)
-                    elif got is not None:
+                    if got is not None and not got:
                         self._close_notify_received = True
                     if engine.has_data_to_send:
                         # Reading made OpenSSL answer something (a key
