@@ -31,6 +31,7 @@ from trio.testing import (
 )
 
 import trio_verify as tv
+from trio_verify._hello import ClientHelloReader
 
 TLS12, TLS13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
 TIMEOUT = 10.0
@@ -1618,3 +1619,23 @@ async def test_open_tls_stream_failure_is_typed_and_closes_the_socket(
     # not merely been garbage collected).
     assert not open_fds() - fds_before
     await listener.aclose()
+
+
+async def test_server_keeps_the_client_hello_after_the_handshake(
+    client_policy: tv.ClientPolicy, server_policy: tv.ServerPolicy
+) -> None:
+    client, server = await socket_tls_pair(client_policy, server_policy)
+    assert server.client_hello is None
+    await handshake_both(client, server)
+    hello = server.client_hello
+    assert hello is not None
+    assert hello.server_name == "localhost"
+    assert hello.offers_tls13
+    assert hello.raw[0] == 0x16  # the records as they arrived
+    assert hello.peer_address == client.transport_stream.socket.getsockname()
+    # The same object on every access, equal to a fresh parse of its bytes.
+    assert server.client_hello is hello
+    reader = ClientHelloReader(peer_address=hello.peer_address)
+    assert reader.feed(hello.raw) == hello
+    assert client.client_hello is None
+    await close_both(client, server)

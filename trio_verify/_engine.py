@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Final
@@ -269,7 +270,7 @@ class TLSEngine:
 
     __slots__ = (
         "_authorize",
-        "_held_out",
+        "_held",
         "_incoming",
         "_obj",
         "_outgoing",
@@ -339,7 +340,9 @@ class TLSEngine:
         self._watch_in: _WireWatcher | None = _WireWatcher()
         self._watch_out: _WireWatcher | None = _WireWatcher()
         self._pending_out = b""
-        self._held_out = b""
+        # Bytes at the head of the outgoing BIO that must not go out alone
+        # (a TLS 1.3 server's session tickets, see _finish_handshake).
+        self._held = 0
         self._prefix = b""
         self._peer: PeerInfo | None = None
         self.handshake_complete = False
@@ -389,15 +392,13 @@ class TLSEngine:
             data = self._outgoing.read()
             if self._watch_out is not None:
                 self._watch_out.feed(data)
-        if self._held_out and data:
-            data = self._held_out + data
-            self._held_out = b""
+        self._held = 0  # whatever was held went with it
         return data
 
     @property
     def has_data_to_send(self) -> bool:
         """Whether :meth:`data_to_send` would return bytes."""
-        return bool(self._pending_out) or self._outgoing.pending > 0
+        return bool(self._pending_out) or self._outgoing.pending > self._held
 
     def unused_data(self) -> bytes:
         """Raw bytes that arrived after the peer's close_notify."""
@@ -636,21 +637,26 @@ class TLSEngine:
 
     def _finish_handshake(self) -> None:
         self.handshake_complete = True
-        self._capture_out()
-        self._learn_from_wire()
-        self.tls_version = self._obj.version() or self.tls_version
-        self._watch_in = self._watch_out = None
+        version = self._obj.version()
         if (
             self.server_side
-            and self.tls_version == "TLSv1.3"
+            and version == "TLSv1.3"
             and self._obj.context.verify_mode == ssl.CERT_NONE
+            and not self._pending_out
         ):
-            # OpenSSL has just queued the session tickets.  Sending them now
-            # can deadlock a client that is not reading yet, so, as trio
-            # does, they wait for the next bytes we send anyway.  After a
-            # handshake that asked for a client certificate they go at once:
-            # a confirming client takes them as the server's verdict.
-            self._held_out, self._pending_out = self._pending_out, b""
+            # OpenSSL has just queued the session tickets, and nothing else.
+            # Sending them now can deadlock a client that is not reading yet,
+            # so, as trio does, they stay in the BIO until the next bytes we
+            # send anyway.  After a handshake that asked for a client
+            # certificate they go at once: a confirming client takes them as
+            # the server's verdict.
+            self._held = self._outgoing.pending
+        else:
+            self._capture_out()
+        self._learn_from_wire()
+        if version is not None:
+            self.tls_version = sys.intern(version)
+        self._watch_in = self._watch_out = None
         self._check_policy()
 
     def _check_pinned_anchor(self) -> None:
@@ -714,7 +720,7 @@ class TLSEngine:
         # Withhold what OpenSSL queued at the end of its handshake (our
         # Finished, or a server's session tickets): without them the peer
         # cannot take the connection for accepted.
-        self._pending_out = self._held_out = b""
+        self._discard_output()
         peer = self.peer
         err = cls(
             message,
@@ -773,7 +779,8 @@ class TLSEngine:
 
     def _discard_output(self) -> None:
         self._outgoing.read()
-        self._pending_out = self._held_out = b""
+        self._pending_out = b""
+        self._held = 0
 
     def _fail(self, exc: ssl.SSLError, surfaced_in: SurfacedIn) -> TLSError:
         if isinstance(exc, ssl.SSLEOFError):

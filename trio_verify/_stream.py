@@ -55,7 +55,7 @@ from trio.lowlevel import (
     wait_writable,
 )
 
-from ._certs import PeerInfo
+from ._certs import CertificateInfo, PeerInfo
 from ._engine import TLSEngine
 from ._errors import (
     Alert,
@@ -137,7 +137,8 @@ class _TransportLock:
     def __init__(self) -> None:
         self._held = False
         self._waiters = 0
-        self._lot = trio.lowlevel.ParkingLot()
+        # Made on first contention: most streams never have any.
+        self._lot: trio.lowlevel.ParkingLot | None = None
 
     def locked(self) -> bool:
         return self._held
@@ -151,9 +152,12 @@ class _TransportLock:
         if self._held:
             # Ownership arrives with the wake-up (see release); a task
             # cancelled while parked is simply removed from the queue.
+            lot = self._lot
+            if lot is None:
+                lot = self._lot = trio.lowlevel.ParkingLot()
             self._waiters += 1
             try:
-                await self._lot.park()
+                await lot.park()
             finally:
                 self._waiters -= 1
         else:
@@ -162,6 +166,7 @@ class _TransportLock:
 
     def release(self) -> None:
         if self._waiters:
+            assert self._lot is not None
             self._lot.unpark()
         else:
             self._held = False
@@ -272,6 +277,14 @@ async def _socket_send(
                 raise _socket_error(exc, transport) from exc
 
 
+_NO_PINS: Final[frozenset[bytes]] = frozenset()
+
+
+def _pinned_ders(pinned: tuple[CertificateInfo, ...]) -> frozenset[bytes]:
+    # One shared empty set: an empty frozenset is a new object every time.
+    return frozenset(cert.der for cert in pinned) if pinned else _NO_PINS
+
+
 def _alert_record(alert: Alert | None) -> bytes:
     """A plaintext fatal alert record, as sent before any keys exist."""
     if alert is None:
@@ -351,7 +364,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
                 server_side=False,
                 server_hostname=_encode_hostname(server_hostname),
                 spki_pins=coerced.spki_pins,
-                pinned=frozenset(cert.der for cert in coerced.pinned),
+                pinned=_pinned_ders(coerced.pinned),
                 ragged_eof_ok=https_compatible,
             )
         else:
@@ -401,6 +414,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
         self._selector = None
         self._on_report = None
         self._client_hello = None
+        self._client_hello_raw = b""
         self._state = _State.OK
         self._broken_by = None
         self._handshake_done = False
@@ -424,7 +438,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
         return TLSEngine(
             policy.context_for(offers_tls13=offers_tls13),
             server_side=True,
-            pinned=frozenset(cert.der for cert in policy.pinned_clients),
+            pinned=_pinned_ders(policy.pinned_clients),
             authorize=policy.authorize,
             ragged_eof_ok=self._https_compatible,
         )
@@ -439,6 +453,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
     _selector: Selector | None
     _on_report: Callable[[HandshakeReport], None] | None
     _client_hello: ClientHello | None
+    _client_hello_raw: bytes
     _https_compatible: bool
     _alert_linger: float
     _state: _State
@@ -519,7 +534,25 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
     @property
     def client_hello(self) -> ClientHello | None:
         """The client's ClientHello, once a server has read it."""
-        return self._client_hello
+        hello = self._client_hello
+        if hello is None and self._client_hello_raw:
+            # Parsed again from the bytes kept (see _forget_client_hello).
+            hello = ClientHelloReader(peer_address=self._peer_address()).feed(
+                self._client_hello_raw
+            )
+            self._client_hello = hello
+        return hello
+
+    def _forget_client_hello(self) -> None:
+        """Keep only the ClientHello's bytes once the handshake is done.
+
+        The parsed form (tuples of code points) is several times larger than
+        the message, and most connections never look at it again.
+        """
+        hello = self._client_hello
+        if hello is not None:
+            self._client_hello_raw = hello.raw
+            self._client_hello = None
 
     @property
     def peer(self) -> PeerInfo:
@@ -682,6 +715,8 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
         await self._ensure_handshake()
 
     async def _ensure_handshake(self) -> None:
+        if self._handshake_done:
+            return
         event = self._handshake_event
         if event is not None:
             await event.wait()
@@ -706,7 +741,9 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
             raise
         finally:
             event.set()
+        self._handshake_event = None  # tasks waiting on it hold their own
         self._report(None, started)
+        self._forget_client_hello()
 
     def _report(self, error: BaseException | None, started: float) -> None:
         hook = self._on_report
