@@ -138,9 +138,13 @@ class _WireWatcher:
             length = (records[pos + 3] << 8) | records[pos + 4]
             if end - pos - 5 < length:
                 break
-            body = bytes(records[pos + 5 : pos + 5 + length])
-            pos += 5 + length
-            self._record(content_type, body)
+            start = pos + 5
+            pos = start + length
+            if content_type == _APPLICATION_DATA:
+                # Encrypted: only counted, so not copied.
+                self.encrypted_records += 1
+            else:
+                self._record(content_type, bytes(records[start:pos]))
         del records[:pos]
         if len(records) + len(self._handshake) > _WATCH_LIMIT:
             self.stop()

@@ -483,11 +483,33 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
             return getattr(self._engine.ssl_object, name)
         raise AttributeError(name)
 
-    def __setattr__(self, name: str, value: object) -> None:
-        if name in _FORWARDED:
-            setattr(self._engine.ssl_object, name, value)
-        else:
-            object.__setattr__(self, name, value)
+    # The two settable SSLObject attributes are properties here, so that
+    # setting any other attribute costs no detour (trio.SSLStream forwards
+    # every assignment through a __setattr__).
+
+    def _ssl_object(self, name: str) -> ssl.SSLObject:
+        engine: TLSEngine | None = getattr(self, "_engine", None)
+        if engine is None:
+            raise trio.NeedHandshakeError(f"call do_handshake() before using {name!r}")
+        return engine.ssl_object
+
+    @property
+    def context(self) -> ssl.SSLContext:
+        """The :class:`ssl.SSLContext` in use; may be replaced before the handshake."""
+        return self._ssl_object("context").context
+
+    @context.setter
+    def context(self, value: ssl.SSLContext) -> None:
+        self._ssl_object("context").context = value
+
+    @property
+    def session(self) -> ssl.SSLSession | None:
+        """The TLS session; set it before the handshake to resume one."""
+        return self._ssl_object("session").session
+
+    @session.setter
+    def session(self, value: ssl.SSLSession | None) -> None:
+        self._ssl_object("session").session = value
 
     def __dir__(self) -> list[str]:
         return [*super().__dir__(), *_FORWARDED]
@@ -1161,7 +1183,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
                 await self._fatal(err)
                 raise
             transport = self.transport_stream
-            object.__setattr__(self, "transport_stream", None)
+            self.transport_stream = None  # type: ignore[assignment]
             self._socket = None
             self._state = _State.CLOSED
             return transport, engine.unused_data()
