@@ -661,6 +661,7 @@ class TLSEngine:
         if version is not None:
             self.tls_version = sys.intern(version)
         self._watch_in = self._watch_out = None
+        self._prefix = b""  # only judged before a handshake completes
         self._check_policy()
 
     def _check_pinned_anchor(self) -> None:

@@ -43,7 +43,7 @@ import errno
 import operator
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Final, Generic, TypeAlias, TypeVar
 
@@ -178,22 +178,8 @@ class _TransportLock:
         self.release()
 
 
-class _Conflict:
-    """Turns two tasks using one direction at once into BusyResourceError."""
-
-    __slots__ = ("_busy", "_message")
-
-    def __init__(self, message: str) -> None:
-        self._message = message
-        self._busy = False
-
-    def __enter__(self) -> None:
-        if self._busy:
-            raise trio.BusyResourceError(self._message)
-        self._busy = True
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._busy = False
+_SENDING: Final = "another task is currently sending data on this TLSStream"
+_RECEIVING: Final = "another task is currently receiving data on this TLSStream"
 
 
 def _raw_socket(transport: trio.abc.Stream) -> socket.socket | None:
@@ -421,15 +407,11 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
         self._handshake_event = None
         self._handshake_failure = None
         self._close_notify_received = False
-        self._buffer = bytearray()
+        self._buffer = b""
         self._send_lock = _TransportLock()
         self._recv_lock = _TransportLock()
-        self._send_conflict = _Conflict(
-            "another task is currently sending data on this TLSStream"
-        )
-        self._recv_conflict = _Conflict(
-            "another task is currently receiving data on this TLSStream"
-        )
+        self._sending = False
+        self._receiving = False
 
     def _server_engine(
         self, policy: ServerPolicy, hello: ClientHello | None = None
@@ -462,25 +444,28 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
     _handshake_event: trio.Event | None
     _handshake_failure: BaseException | None
     _close_notify_received: bool
-    _buffer: bytearray
+    _buffer: bytes
     _send_lock: _TransportLock
     _recv_lock: _TransportLock
-    _send_conflict: _Conflict
-    _recv_conflict: _Conflict
+    _sending: bool
+    _receiving: bool
 
     # -- attribute forwarding, as trio.SSLStream --------------------------------
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for names not found normally; private names are never
         # forwarded (and must not recurse while __init__ has not run).
-        if name in _FORWARDED and "_state" in self.__dict__:
-            if "_engine" not in self.__dict__ or (
-                name in _AFTER_HANDSHAKE and not self._handshake_done
-            ):
+        if name in _FORWARDED:
+            try:
+                done = object.__getattribute__(self, "_handshake_done")
+            except AttributeError:
+                raise AttributeError(name) from None
+            engine: TLSEngine | None = getattr(self, "_engine", None)
+            if engine is None or (name in _AFTER_HANDSHAKE and not done):
                 raise trio.NeedHandshakeError(
                     f"call do_handshake() before calling {name!r}"
                 )
-            return getattr(self._engine.ssl_object, name)
+            return getattr(engine.ssl_object, name)
         raise AttributeError(name)
 
     # The two settable SSLObject attributes are properties here, so that
@@ -526,7 +511,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
         On a server this is ``None``; the name the client asked for is in
         :attr:`client_hello` and :attr:`peer`.
         """
-        engine = self.__dict__.get("_engine")
+        engine = getattr(self, "_engine", None)
         return None if engine is None else engine.ssl_object.server_hostname
 
     @property
@@ -538,7 +523,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
                 :class:`~trio_verify.TLSListener` whose selector has not
                 chosen yet.
         """
-        policy = self.__dict__.get("_policy")
+        policy = getattr(self, "_policy", None)
         if policy is None:
             raise trio.NeedHandshakeError("the policy is chosen during the handshake")
         return policy  # type: ignore[no-any-return]
@@ -588,6 +573,25 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
         return self._engine.peer
 
     # -- state ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _using(self, *, send: bool = False, receive: bool = False) -> Iterator[None]:
+        """Claim a direction (or both) for one call; BusyResourceError if taken."""
+        if send and self._sending:
+            raise trio.BusyResourceError(_SENDING)
+        if receive and self._receiving:
+            raise trio.BusyResourceError(_RECEIVING)
+        if send:
+            self._sending = True
+        if receive:
+            self._receiving = True
+        try:
+            yield
+        finally:
+            if send:
+                self._sending = False
+            if receive:
+                self._receiving = False
 
     def _check_status(self) -> None:
         if self._state is _State.OK:
@@ -681,7 +685,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
         self._mark_broken(err)
         if err.peer_address is None:
             err.peer_address = self._peer_address()
-        engine = self.__dict__.get("_engine")
+        engine = getattr(self, "_engine", None)
         if engine is not None and engine.has_data_to_send:
             await self._deliver(engine.data_to_send())
 
@@ -771,13 +775,13 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
         hook = self._on_report
         if hook is None:
             return
-        engine = self.__dict__.get("_engine")
+        engine = getattr(self, "_engine", None)
         peer = engine.peer if engine is not None else None
         hello = self._client_hello
         certificate = peer.certificate if peer is not None else None
         if certificate is None and isinstance(error, TLSError) and error.peer_chain:
             certificate = error.peer_chain[0]
-        policy = self.__dict__.get("_policy")
+        policy = getattr(self, "_policy", None)
         report = HandshakeReport(
             peer_address=hello.peer_address if hello else self._peer_address(),
             server_name=hello.server_name if hello else None,
@@ -810,7 +814,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
             await self._fatal(err)
             raise
         except trio.TooSlowError:
-            engine_now: TLSEngine | None = self.__dict__.get("_engine")
+            engine_now: TLSEngine | None = getattr(self, "_engine", None)
             timed_out = HandshakeTimeout(
                 f"handshake did not finish within {timeout} seconds",
                 phase=(
@@ -857,7 +861,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
             self._mark_broken(exc)
             raise
         self._client_hello = hello
-        policy = self.__dict__.get("_policy")
+        policy = getattr(self, "_policy", None)
         if policy is None:
             assert self._selector is not None
             try:
@@ -970,10 +974,9 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
             trio.BrokenResourceError: the transport failed.
             trio.ClosedResourceError: the stream was closed.
         """
-        conflict = self._send_conflict
-        if conflict._busy:
-            raise trio.BusyResourceError(conflict._message)
-        conflict._busy = True
+        if self._sending:
+            raise trio.BusyResourceError(_SENDING)
+        self._sending = True
         try:
             await checkpoint_if_cancelled()
             if self._state is not _State.OK:
@@ -1000,7 +1003,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
                 self._mark_broken(exc)
                 raise
         finally:
-            conflict._busy = False
+            self._sending = False
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Receive and decrypt up to ``max_bytes`` bytes of data.
@@ -1016,10 +1019,9 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
             trio.BrokenResourceError: the transport failed.
             trio.ClosedResourceError: the stream was closed.
         """
-        conflict = self._recv_conflict
-        if conflict._busy:
-            raise trio.BusyResourceError(conflict._message)
-        conflict._busy = True
+        if self._receiving:
+            raise trio.BusyResourceError(_RECEIVING)
+        self._receiving = True
         try:
             if max_bytes is None:
                 max_bytes = _DEFAULT_MAX_BYTES
@@ -1043,8 +1045,8 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
             else:
                 checkpointed = False
             if self._buffer:
-                data = bytes(self._buffer[:max_bytes])
-                del self._buffer[:max_bytes]
+                data = self._buffer[:max_bytes]
+                self._buffer = self._buffer[max_bytes:]
                 if not checkpointed:
                     await cancel_shielded_checkpoint()
                 return data
@@ -1079,7 +1081,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
                 await self._fatal(err)
                 raise
         finally:
-            conflict._busy = False
+            self._receiving = False
 
     async def request_client_certificate(
         self, *, timeout: float | None = 30.0
@@ -1107,7 +1109,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
             HandshakeTimeout: no answer within ``timeout`` seconds.
             trio.BusyResourceError: another task is receiving.
         """
-        with self._recv_conflict:
+        with self._using(receive=True):
             await checkpoint_if_cancelled()
             self._check_status()
             if not self._server_side:
@@ -1156,7 +1158,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
 
     async def wait_send_all_might_not_block(self) -> None:
         """Wait until :meth:`send_all` might not block (no handshake done)."""
-        with self._send_conflict:
+        with self._using(send=True):
             await checkpoint_if_cancelled()
             self._check_status()
             async with self._send_lock:
@@ -1169,7 +1171,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
             The transport stream and any raw bytes that arrived after the
             peer's close_notify (they belong to whatever follows TLS).
         """
-        with self._recv_conflict, self._send_conflict:
+        with self._using(send=True, receive=True):
             await checkpoint_if_cancelled()
             self._check_status()
             await self._ensure_handshake()
