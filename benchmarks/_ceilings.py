@@ -3,8 +3,12 @@
 A pair of :class:`ssl.SSLObject` connected through memory BIOs does exactly
 the encryption, decryption and record handling that a TLS stream does, with
 no sockets, no scheduler and no stream logic: what is left is the cost of
-TLS itself as seen from Python.  ``openssl speed`` measures the bulk cipher
-alone, in C, one direction (encryption only).
+TLS itself as seen from Python.  Both ends run in this one thread, as both
+ends of a stream benchmark run in one process, so every measurement here
+counts the TLS work of both ends: the sender's encryption and the receiver's
+decryption, and the client's and the server's side of a handshake.
+``openssl speed`` measures the bulk cipher alone, in C, one direction
+(encryption only).
 """
 
 from __future__ import annotations
@@ -18,6 +22,10 @@ from dataclasses import dataclass
 
 from ._material import SERVER_NAME, Side
 from ._workloads import CHUNK, MESSAGE_SIZE
+
+#: The memory-BIO measurements, when run in a stream benchmark's rotation.
+TLS_ALONE_KEY = "memory_bio"
+TLS_ALONE_LABEL = "TLS alone: memory BIOs, no event loop (reference)"
 
 # TLS 1.3 cipher suites and the name ``openssl speed -evp`` knows them by.
 _OPENSSL_CIPHERS = {
@@ -86,22 +94,34 @@ def cipher_name(side: Side) -> str:
     return cipher[0]
 
 
-def bio_bulk(side: Side, total: int) -> float:
-    """Bytes per second from client to server, 64 KiB per write."""
+def bio_bulk(side: Side, total: int, *, server_to_client: bool = False) -> float:
+    """Bytes per second, 64 KiB per write: one encryption and one decryption.
+
+    Client to server, or server to client with ``server_to_client``.
+    """
     pair = MemoryPair.open(side)
     chunk = bytes(CHUNK)
     writes = total // CHUNK
-    write, out, into, server = (
-        pair.client.write,
-        pair.client_out,
-        pair.server_in,
-        pair.server,
-    )
+    if server_to_client:
+        sender, out, into, receiver = (
+            pair.server,
+            pair.server_out,
+            pair.client_in,
+            pair.client,
+        )
+    else:
+        sender, out, into, receiver = (
+            pair.client,
+            pair.client_out,
+            pair.server_in,
+            pair.server,
+        )
+    write = sender.write
     start = time.perf_counter()
     for _ in range(writes):
         write(chunk)
         into.write(out.read())
-        MemoryPair.drain(server)
+        MemoryPair.drain(receiver)
     return writes * CHUNK / (time.perf_counter() - start)
 
 

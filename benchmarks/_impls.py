@@ -9,6 +9,10 @@ Each implementation can
 * *connect* once to such a server: connect, handshake, send one byte, read
   it back, close.
 
+:class:`PlainTCP` is not a TLS implementation: it is ``trio.SocketStream``
+with no TLS over the same loopback TCP, measured as a reference for the cost
+of the transport and the event loop alone.
+
 The hot loops call each library's own bound methods (``send_all`` /
 ``receive_some`` for Trio's streams, ``send`` / ``receive`` for anyio's), so
 no adapter code runs per call.
@@ -70,6 +74,8 @@ class Impl(abc.ABC):
     key: str
     #: Name used in tables.
     label: str
+    #: A reference measurement (no TLS), not an implementation under test.
+    reference: bool = False
 
     @abc.abstractmethod
     def pairs(self, side: Side) -> contextlib.AbstractAsyncContextManager[PairMaker]:
@@ -130,6 +136,57 @@ async def _client_trio(stream: Any) -> None:
         await stream.receive_some(1)
     finally:
         await stream.aclose()
+
+
+async def _client_plain(stream: trio.SocketStream) -> None:
+    try:
+        await stream.send_all(b"x")
+        await stream.receive_some(1)
+    finally:
+        await stream.aclose()
+
+
+class PlainTCP(Impl):
+    """``trio.SocketStream`` with no TLS: the transport and event loop alone.
+
+    The same loopback TCP connections as the TLS implementations, made the
+    same way; in the handshake benchmarks a connection is a TCP connect, the
+    same one-byte echo, and a close.
+    """
+
+    key = "plain_tcp"
+    label = "plain TCP, no TLS (reference)"
+    reference = True
+
+    @contextlib.asynccontextmanager
+    async def pairs(self, side: Side) -> AsyncIterator[PairMaker]:
+        async with _trio_listener() as listener:
+            port = _port(listener)
+            lock = trio.Lock()
+
+            async def make() -> Pair:
+                async with lock:  # so that the accepted socket is the peer
+                    client = await trio.open_tcp_stream(HOST, port)
+                    server = await listener.accept()
+                return (
+                    End(client.send_all, client.receive_some, client),
+                    End(server.send_all, server.receive_some, server),
+                )
+
+            yield make
+
+    async def serve(
+        self,
+        side: Side,
+        *,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        async with _trio_listener() as listener:
+            task_status.started(_port(listener))
+            await trio.serve_listeners(_echo_one_byte_trio, [listener])
+
+    async def connect(self, port: int, side: Side) -> None:
+        await _client_plain(await trio.open_tcp_stream(HOST, port))
 
 
 class TrioSSL(Impl):
@@ -386,6 +443,9 @@ BASELINE = TrioSSL()
 TRIO_VERIFY = TrioVerify()
 TRIO_VERIFY_LISTENER = TrioVerifyListener()
 ANYIO: Impl | None = AnyioTLS() if _anyio_available() else None
+#: The no-TLS reference, run alongside the implementations in the bulk, echo
+#: and handshake benchmarks.
+PLAIN_TCP = PlainTCP()
 
 #: Implementations for the stream benchmarks (bulk, echo, memory).
 STREAM_IMPLS: list[Impl] = [BASELINE, TRIO_VERIFY, *([ANYIO] if ANYIO else [])]
@@ -396,7 +456,7 @@ HANDSHAKE_IMPLS: list[Impl] = [
     TRIO_VERIFY_LISTENER,
     *([ANYIO] if ANYIO else []),
 ]
-BY_KEY: dict[str, Impl] = {impl.key: impl for impl in HANDSHAKE_IMPLS}
+BY_KEY: dict[str, Impl] = {impl.key: impl for impl in [*HANDSHAKE_IMPLS, PLAIN_TCP]}
 
 
 def anyio_version() -> str | None:

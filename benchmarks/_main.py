@@ -6,6 +6,12 @@ each, in a rotating order (A B C, B C A, C A B, ...), for ``rounds`` rounds.
 A round's ratio is an implementation's value divided by ``trio.SSLStream``'s
 value in the same round; the tables give the median and the min–max of the
 values, the ratio of the medians, and the range of the per-round ratios.
+
+The bulk, echo and handshake benchmarks also run two references in the same
+rotation: plain ``trio.SocketStream`` with no TLS (the transport and event
+loop alone), and the same TLS work through memory BIOs with no event loop
+(TLS alone).  Together they give each benchmark's additive bound (see
+``_bounds``); the TLS-alone samples are also the memory-BIO ceilings.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from typing import Protocol, TypeVar
 
 import trio
 
-from . import _ceilings, _impls, _pooled, _report, _workloads
+from . import _bounds, _ceilings, _impls, _pooled, _report, _workloads
 from ._impls import Impl, Pair
 from ._material import KeyKind, Material, Side, make_material
 from ._report import Ceiling
@@ -36,6 +42,11 @@ MiB = 1024 * 1024
 KiB = 1024
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ("bulk", "echo", "handshake", "pooled", "memory", "ceiling")
+#: The certificate keys of the handshake benchmarks and their ceilings.
+_KEY_TITLES: tuple[tuple[KeyKind, str], ...] = (
+    ("ecdsa", "ECDSA P-256"),
+    ("rsa", "RSA 2048"),
+)
 
 
 @dataclass(frozen=True)
@@ -97,14 +108,34 @@ class _Named(Protocol):
     def key(self) -> str: ...
     @property
     def label(self) -> str: ...
+    @property
+    def reference(self) -> bool: ...
 
 
 N = TypeVar("N", bound=_Named)
 
 
-def _rotated(items: Sequence[N], round_index: int) -> list[N]:
+T = TypeVar("T")
+
+
+def _rotated(items: Sequence[T], round_index: int) -> list[T]:
     shift = round_index % len(items)
     return [*items[shift:], *items[:shift]]
+
+
+@dataclass(frozen=True)
+class TLSAlone:
+    """The TLS work of a benchmark with no event loop, as a rotation entry.
+
+    It runs synchronously, blocking the Trio run while it measures: nothing
+    else runs during a sample anyway.
+    """
+
+    measure: Callable[[], float]
+    warmup: Callable[[], object]
+    key: str = _ceilings.TLS_ALONE_KEY
+    label: str = _ceilings.TLS_ALONE_LABEL
+    reference: bool = True
 
 
 async def _interleave(
@@ -113,20 +144,31 @@ async def _interleave(
     rounds: int,
     sample: Callable[[N], Awaitable[float]],
     warmup: Callable[[N], Awaitable[float]] | None = None,
+    tls_alone: TLSAlone | None = None,
 ) -> Result:
     """Run ``sample`` for every implementation, interleaved, ``rounds`` times.
 
     ``warmup`` (a shorter sample) runs once per implementation first, and is
-    not recorded.
+    not recorded.  ``tls_alone``, if given, takes its turn in every round
+    like an implementation.
     """
     if warmup is not None:
         for impl in impls:
             gc.collect()
             await warmup(impl)
+    entries: list[N | TLSAlone] = [*impls]
+    if tls_alone is not None:
+        gc.collect()
+        tls_alone.warmup()
+        entries.append(tls_alone)
     for round_index in range(rounds):
-        for impl in _rotated(impls, round_index):
+        for entry in _rotated(entries, round_index):
             gc.collect()
-            result.add(impl.key, impl.label, await sample(impl))
+            if isinstance(entry, TLSAlone):
+                value = entry.measure()
+            else:
+                value = await sample(entry)
+            result.add(entry.key, entry.label, value, reference=entry.reference)
     _log(f"  {result.title}: done")
     return result
 
@@ -148,7 +190,7 @@ async def _open_pairs(
 async def run_bulk(
     config: Config, material: Material, results: dict[str, Result]
 ) -> None:
-    impls = _impls.STREAM_IMPLS
+    impls = [*_impls.STREAM_IMPLS, _impls.PLAIN_TCP]
     async with contextlib.AsyncExitStack() as stack:
         pairs = {
             impl.key: (await _open_pairs(stack, impl, material, 1))[0] for impl in impls
@@ -165,21 +207,32 @@ async def run_bulk(
                 sender, receiver = (
                     (client, server) if direction == 0 else (server, client)
                 )
+                if impl.reference:
+                    size *= _workloads.REFERENCE_BULK_FACTOR
                 return await _workloads.bulk(sender, receiver, size)
 
+            bio = partial(
+                _ceilings.bio_bulk,
+                material.plain,
+                server_to_client=direction == 1,
+            )
             results[key] = await _interleave(
                 Result(key, title, "MiB/s", scale=MiB),
                 impls,
                 config.rounds,
                 sample,
                 partial(sample, direction=direction, size=config.bulk_bytes // 8),
+                TLSAlone(
+                    partial(bio, config.bulk_bytes * _workloads.REFERENCE_BULK_FACTOR),
+                    partial(bio, config.bulk_bytes // 8),
+                ),
             )
 
 
 async def run_echo(
     config: Config, material: Material, results: dict[str, Result]
 ) -> None:
-    impls = _impls.STREAM_IMPLS
+    impls = [*_impls.STREAM_IMPLS, _impls.PLAIN_TCP]
     n = config.echo_connections
     async with contextlib.AsyncExitStack() as stack:
         pairs = {
@@ -195,12 +248,17 @@ async def run_echo(
             ) -> float:
                 return await _workloads.echo(pairs[impl.key][:count], seconds)
 
+            bio = partial(_ceilings.bio_echo, material.plain)
             results[key] = await _interleave(
                 Result(key, title, "round trips/s"),
                 impls,
                 config.rounds,
                 sample,
                 partial(sample, count=count, seconds=config.echo_seconds / 4),
+                TLSAlone(
+                    partial(bio, config.echo_seconds),
+                    partial(bio, config.echo_seconds / 4),
+                ),
             )
 
 
@@ -213,13 +271,9 @@ async def _handshake_sample(
 async def run_handshakes(
     config: Config, materials: dict[KeyKind, Material], results: dict[str, Result]
 ) -> None:
-    impls = _impls.HANDSHAKE_IMPLS
+    impls = [*_impls.HANDSHAKE_IMPLS, _impls.PLAIN_TCP]
     c = config.handshake_concurrency
-    kinds: tuple[tuple[KeyKind, str], ...] = (
-        ("ecdsa", "ECDSA P-256"),
-        ("rsa", "RSA 2048"),
-    )
-    for key_kind, key_title in kinds:
+    for key_kind, key_title in _KEY_TITLES:
         material = materials[key_kind]
         for mutual in (False, True):
             side = material.side(mutual)
@@ -238,7 +292,16 @@ async def run_handshakes(
                     _handshake_sample, side, concurrency, config.handshake_seconds
                 )
                 results[key] = await _interleave(
-                    Result(key, title, "handshakes/s"), impls, config.rounds, sample
+                    Result(key, title, "handshakes/s"),
+                    impls,
+                    config.rounds,
+                    sample,
+                    tls_alone=TLSAlone(
+                        partial(
+                            _ceilings.bio_handshakes, side, config.handshake_seconds
+                        ),
+                        partial(_ceilings.MemoryPair.open, side),
+                    ),
                 )
 
 
@@ -357,43 +420,76 @@ def run_memory(config: Config, results: dict[str, Result]) -> None:
 # -- ceilings ------------------------------------------------------------------------
 
 
-def run_ceilings(config: Config, notes: list[str]) -> list[Ceiling]:
+def _bio_ceiling(
+    config: Config,
+    results: dict[str, Result],
+    title: str,
+    unit: str,
+    scale: float,
+    compare_to: str,
+    measure: Callable[[], float],
+    warmup: Callable[[], object],
+) -> Ceiling:
+    """A memory-BIO ceiling: the TLS-alone samples of the benchmark
+    ``compare_to`` when it ran, else ``config.rounds`` samples of its own."""
+    result = results.get(compare_to)
+    if result is not None and _ceilings.TLS_ALONE_KEY in result.values:
+        values = list(result.values[_ceilings.TLS_ALONE_KEY])
+    else:
+        gc.collect()
+        warmup()
+        values = []
+        for _ in range(config.rounds):
+            gc.collect()
+            values.append(measure())
+    return Ceiling(title, unit, values, scale, compare_to)
+
+
+def run_ceilings(
+    config: Config, results: dict[str, Result], notes: list[str]
+) -> list[Ceiling]:
     _log("ceilings ...")
-    side = make_material("ecdsa").plain
-    bulk: list[float] = []
-    echo: list[float] = []
-    handshakes: list[float] = []
-    _ceilings.bio_bulk(side, config.bulk_bytes // 4)  # warm-up
-    for _ in range(config.rounds):
-        gc.collect()
-        bulk.append(_ceilings.bio_bulk(side, config.bulk_bytes))
-        gc.collect()
-        echo.append(_ceilings.bio_echo(side, config.ceiling_seconds))
-        gc.collect()
-        handshakes.append(_ceilings.bio_handshakes(side, config.ceiling_seconds))
-    ceilings = [
-        Ceiling(
-            "Memory BIOs, no event loop: bulk",
-            "MiB/s",
-            bulk,
-            MiB,
-            "bulk-c2s",
-        ),
-        Ceiling(
+    materials = {key: make_material(key) for key, _ in _KEY_TITLES}
+    side = materials["ecdsa"].plain
+    ceiling = partial(_bio_ceiling, config, results)
+    ceilings = []
+    for direction, arrow in (("c2s", "client→server"), ("s2c", "server→client")):
+        bio = partial(_ceilings.bio_bulk, side, server_to_client=direction == "s2c")
+        ceilings.append(
+            ceiling(
+                f"Memory BIOs, no event loop: bulk {arrow}",
+                "MiB/s",
+                MiB,
+                f"bulk-{direction}",
+                partial(bio, config.bulk_bytes),
+                partial(bio, config.bulk_bytes // 8),
+            )
+        )
+    echo = partial(_ceilings.bio_echo, side)
+    ceilings.append(
+        ceiling(
             "Memory BIOs, no event loop: echo 64 B",
             "round trips/s",
-            echo,
             1.0,
             "echo-1",
-        ),
-        Ceiling(
-            "Memory BIOs, no event loop: handshakes, ECDSA, no client cert",
-            "handshakes/s",
-            handshakes,
-            1.0,
-            "handshake-ecdsa-server-seq",
-        ),
-    ]
+            partial(echo, config.ceiling_seconds),
+            partial(echo, config.ceiling_seconds / 4),
+        )
+    )
+    for key, key_title in _KEY_TITLES:
+        for mutual in (False, True):
+            hs_side = materials[key].side(mutual)
+            ceilings.append(
+                ceiling(
+                    f"Memory BIOs, no event loop: handshakes, {key_title}, "
+                    f"{'client cert' if mutual else 'no client cert'}",
+                    "handshakes/s",
+                    1.0,
+                    f"handshake-{key}-{'mutual' if mutual else 'server'}-seq",
+                    partial(_ceilings.bio_handshakes, hs_side, config.ceiling_seconds),
+                    partial(_ceilings.MemoryPair.open, hs_side),
+                )
+            )
     suite = _ceilings.cipher_name(side)
     speed = _ceilings.openssl_speed(suite, config.openssl_seconds)
     if speed is None:
@@ -409,6 +505,13 @@ def run_ceilings(config: Config, notes: list[str]) -> list[Ceiling]:
                 "bulk-c2s",
             )
         )
+    notes.append(
+        "The memory-BIO ceilings run a client and a server SSLObject in one "
+        "thread, as the stream benchmarks run both ends of a connection in one "
+        "process: they count the TLS work of both ends. Each is the TLS-alone "
+        "samples of its benchmark's rotation (the sequential one, for "
+        "handshakes), or is measured on its own when that benchmark did not run."
+    )
     notes.append(f"Negotiated cipher suite: {suite} (TLS 1.3).")
     _log("  ceilings: done")
     return ceilings
@@ -462,7 +565,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Result] = {}
     if selected & {"bulk", "echo", "handshake", "pooled"}:
         trio.run(run_async, config, selected, results)
-    ceilings = run_ceilings(config, notes) if "ceiling" in selected else []
+    ceilings = run_ceilings(config, results, notes) if "ceiling" in selected else []
     if "memory" in selected:
         run_memory(config, results)
     facts["runtime"] = f"{time.perf_counter() - started:.0f} s"
@@ -484,6 +587,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "config": config.__dict__,
                     "results": [r.to_json() for r in results.values()],
                     "ceilings": [c.__dict__ for c in ceilings],
+                    "additive_bounds": [
+                        b.__dict__ for b in _bounds.additive_bounds(results)
+                    ],
                     "notes": notes,
                 },
                 indent=2,

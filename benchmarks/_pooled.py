@@ -40,6 +40,7 @@ class Variant:
     key: str
     label: str
     request: Request
+    reference: bool = False
 
 
 async def _read_exactly(

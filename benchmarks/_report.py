@@ -18,6 +18,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from ._bounds import Bound, additive_bounds
+from ._bounds import notes as bound_notes
 from ._stats import BASELINE_KEY, Result, Target
 
 BEGIN_MARKER = ".. BEGIN GENERATED BENCHMARK RESULTS"
@@ -217,7 +219,11 @@ def ceiling_rows(
     for ceiling in ceilings:
         result = results.get(ceiling.compare_to)
         if result is not None:
-            impls.update(result.labels)
+            impls.update(
+                (key, label)
+                for key, label in result.labels.items()
+                if key not in result.references
+            )
     header = ["Ceiling [unit]", "Median", "Spread (min–max)"] + [
         f"{label} reaches" for label in impls.values()
     ]
@@ -240,15 +246,74 @@ def ceiling_rows(
     return header, rows
 
 
-def target_rows(results: dict[str, Result]) -> list[list[str]]:
+def _ratio_range(ratio: float, low: float, high: float) -> str:
+    return f"{ratio:.2f}x ({low:.2f}–{high:.2f})"
+
+
+def target_rows(
+    results: dict[str, Result], bounds: Sequence[Bound] = ()
+) -> list[list[str]]:
+    by_key = {bound.key: bound for bound in bounds}
     rows = []
     for target in TARGETS:
-        for title, measured, status in target.status(results):
-            rows.append([target.description, title, measured, status])
+        for key, title, measured, status in target.status(results):
+            bound = by_key.get(key)
+            rows.append(
+                [
+                    target.description,
+                    title,
+                    measured,
+                    "–"
+                    if bound is None
+                    else _ratio_range(bound.ratio, bound.ratio_low, bound.ratio_high),
+                    status,
+                ]
+            )
     return rows
 
 
-TARGET_HEADER = ["Target (trio_verify / trio)", "Benchmark", "Measured", "Status"]
+TARGET_HEADER = [
+    "Target (trio_verify / trio)",
+    "Benchmark",
+    "Measured",
+    "Additive bound / trio",
+    "Status",
+]
+
+
+def _target_text(key: str) -> str:
+    """The targets that cover the benchmark ``key``, e.g. ``≥ 1.8x``."""
+    return ", ".join(
+        f"{'≥' if target.at_least else '≤'} {target.bound:g}x"
+        for target in TARGETS
+        if key in target.result_keys
+    )
+
+
+BOUND_HEADER = [
+    "Benchmark [unit]",
+    "TLS alone (memory BIOs, both ends)",
+    "Plain TCP, no TLS (reference)",
+    "Additive bound",
+    "trio.SSLStream",
+    "Bound / trio (per-round range)",
+    "Target",
+]
+
+
+def bound_rows(bounds: Sequence[Bound]) -> list[list[str]]:
+    return [
+        [
+            f"{bound.title} [{bound.unit}]",
+            _number(bound.tls_rate / bound.scale),
+            _number(bound.plain_rate / bound.scale),
+            _number(bound.rate / bound.scale),
+            _number(bound.baseline_rate / bound.scale),
+            _ratio_range(bound.ratio, bound.ratio_low, bound.ratio_high),
+            _target_text(bound.key) or "–",
+        ]
+        for bound in bounds
+    ]
 
 
 def text_table(
@@ -320,8 +385,8 @@ def target_summary(results: dict[str, Result]) -> str:
     rows = target_rows(results)
     if not rows:
         return ""
-    met = sum(row[3] == "met" for row in rows)
-    missed = sum(row[3] == "not met" for row in rows)
+    met = sum(row[-1] == "met" for row in rows)
+    missed = sum(row[-1] == "not met" for row in rows)
     undecided = len(rows) - met - missed
     return (
         f"Targets in this run: {met} of {len(rows)} comparisons met, "
@@ -336,17 +401,20 @@ def render_text(
     ceilings: Sequence[Ceiling],
     notes: Sequence[str],
 ) -> str:
+    bounds = additive_bounds(results)
     parts = ["\n".join(f"{label}: {value}" for label, value in facts_lines(facts))]
     for _, header, rows in result_groups(results.values()):
         parts.append(text_table(header, rows, grouped=True))
     if ceilings:
         header, rows = ceiling_rows(ceilings, results)
         parts.append(text_table(header, rows))
-    targets = target_rows(results)
+    if bounds:
+        parts.append(text_table(BOUND_HEADER, bound_rows(bounds)))
+    targets = target_rows(results, bounds)
     if targets:
         parts.append(text_table(TARGET_HEADER, targets))
         parts.append(target_summary(results))
-    parts.extend(notes)
+    parts.extend([*bound_notes(results, bounds), *notes])
     return "\n\n".join(parts)
 
 
@@ -359,15 +427,18 @@ def render_markdown(
     parts = [
         "\n".join(f"- **{label}:** `{value}`" for label, value in facts_lines(facts))
     ]
+    bounds = additive_bounds(results)
     for _, header, rows in result_groups(results.values()):
         parts.append(markdown_table(header, rows))
     if ceilings:
         parts.append(markdown_table(*ceiling_rows(ceilings, results)))
-    targets = target_rows(results)
+    if bounds:
+        parts.append(markdown_table(BOUND_HEADER, bound_rows(bounds)))
+    targets = target_rows(results, bounds)
     if targets:
         parts.append(markdown_table(TARGET_HEADER, targets))
         parts.append(target_summary(results))
-    parts.extend(notes)
+    parts.extend([*bound_notes(results, bounds), *notes])
     return "\n\n".join(parts)
 
 
@@ -379,16 +450,19 @@ def render_rst(
 ) -> str:
     fields = [f":{label}: ``{value}``" for label, value in facts_lines(facts)]
     parts = ["\n".join(fields)]
+    bounds = additive_bounds(results)
     for title, header, rows in result_groups(results.values()):
         parts.append(rst_table(title, header, rows))
     if ceilings:
         header, rows = ceiling_rows(ceilings, results)
         parts.append(rst_table("Ceilings", header, rows))
-    targets = target_rows(results)
+    if bounds:
+        parts.append(rst_table("Additive bounds", BOUND_HEADER, bound_rows(bounds)))
+    targets = target_rows(results, bounds)
     if targets:
         parts.append(rst_table("Targets", TARGET_HEADER, targets))
         parts.append(rst_escape(target_summary(results)))
-    parts.extend(rst_escape(note) for note in notes)
+    parts.extend(rst_escape(note) for note in [*bound_notes(results, bounds), *notes])
     return "\n\n".join(parts)
 
 

@@ -30,10 +30,17 @@ class Result:
     """The implementation the ratios are taken against."""
     baseline_label: str = "trio"
     """How the baseline is named in table headers."""
+    references: list[str] = field(default_factory=list)
+    """Measurements shown for reference only (no TLS, or no event loop): they
+    get a ratio to the baseline but no verdict, and no target covers them."""
 
-    def add(self, impl_key: str, label: str, value: float) -> None:
+    def add(
+        self, impl_key: str, label: str, value: float, *, reference: bool = False
+    ) -> None:
         self.values.setdefault(impl_key, []).append(value)
         self.labels[impl_key] = label
+        if reference and impl_key not in self.references:
+            self.references.append(impl_key)
 
     def summary(self, impl_key: str) -> Summary:
         values = self.values[impl_key]
@@ -60,6 +67,8 @@ class Result:
         """In words: is there a difference from the baseline, and which way?"""
         if impl_key == self.baseline:
             return "baseline"
+        if impl_key in self.references:
+            return "reference, not compared"
         s = self.summary(impl_key)
         if s.ratio_low is None or s.ratio_high is None:
             return ""
@@ -79,6 +88,7 @@ class Result:
             "higher_is_better": self.higher_is_better,
             "note": self.note,
             "baseline": self.baseline,
+            "references": self.references,
             "values": self.values,
             "labels": self.labels,
             "summary": {
@@ -115,8 +125,8 @@ class Target:
     bound: float
     at_least: bool
 
-    def status(self, results: dict[str, Result]) -> list[tuple[str, str, str]]:
-        """(benchmark title, measured ratio, status) per benchmark it covers."""
+    def status(self, results: dict[str, Result]) -> list[tuple[str, str, str, str]]:
+        """(result key, benchmark title, measured ratio, status) per benchmark."""
         rows = []
         for key in self.result_keys:
             result = results.get(key)
@@ -143,5 +153,5 @@ class Target:
                 if len(self.impl_keys) > 1:
                     title = f"{title} ({result.labels[impl]})"
                 measured = f"{s.ratio:.2f}x ({s.ratio_low:.2f}–{s.ratio_high:.2f})"
-                rows.append((title, measured, status))
+                rows.append((key, title, measured, status))
         return rows

@@ -13,6 +13,11 @@ from ._material import Side
 CHUNK = 64 * 1024
 """Bytes per ``send_all`` in the bulk benchmarks, and per ``receive_some``."""
 
+REFERENCE_BULK_FACTOR = 4
+"""The bulk references (no TLS, or no event loop) run several times as fast as
+the TLS streams: they move this many times the bytes per sample, so that
+their samples last about as long as the streams' and see the same machine."""
+
 MESSAGE_SIZE = 64
 _MESSAGE = bytes(range(MESSAGE_SIZE))
 _STOP = b"\xff" * MESSAGE_SIZE
