@@ -240,9 +240,14 @@ async def _socket_receive(
 
 
 async def _socket_send(
-    sock: socket.socket, transport: trio.abc.Stream, data: bytes
+    sock: socket.socket, transport: trio.abc.Stream, data: bytes, checkpoint: bool
 ) -> None:
-    """``transport.send_all(data)`` straight on its socket (``data`` non-empty)."""
+    """``transport.send_all(data)`` straight on its socket (``data`` non-empty).
+
+    With ``checkpoint=False`` a send the kernel takes at once does not yield:
+    for a caller that is about to wait for the peer anyway (a handshake
+    flight), that pass through the scheduler would be pure cost.
+    """
     try:
         sent = sock.send(data)
     except BlockingIOError:
@@ -250,7 +255,8 @@ async def _socket_send(
     except OSError as exc:
         raise _socket_error(exc, transport) from exc
     if sent == len(data):
-        await cancel_shielded_checkpoint()
+        if checkpoint:
+            await cancel_shielded_checkpoint()
         return
     with memoryview(data) as view:
         while sent < len(data):
@@ -623,8 +629,12 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
 
     # -- moving bytes ----------------------------------------------------------
 
-    async def _flush(self) -> None:
-        """Send whatever the engine has queued, in order."""
+    async def _flush(self, checkpoint: bool = True) -> None:
+        """Send whatever the engine has queued, in order.
+
+        ``checkpoint=False``: the caller has checkpointed or will (see
+        :func:`_socket_send`).
+        """
         engine = self._engine
         if not engine.has_data_to_send:
             return
@@ -640,7 +650,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
                 if sock is None:
                     await self.transport_stream.send_all(data)
                 else:
-                    await _socket_send(sock, self.transport_stream, data)
+                    await _socket_send(sock, self.transport_stream, data, checkpoint)
         except BaseException as exc:
             # Part of a record may be on the wire: nothing can follow it.
             self._mark_broken(exc)
@@ -806,10 +816,13 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
                 if self._server_side:
                     await self._read_client_hello()
                 engine = self._engine
+                # Each flight is followed by a wait for the peer's, which is
+                # this call's checkpoint; the last one by none, but by then
+                # the call has waited at least once.
                 while not engine.do_handshake():
-                    await self._flush()
+                    await self._flush(checkpoint=False)
                     await self._receive()
-                await self._flush()
+                await self._flush(checkpoint=False)
         except TLSError as err:
             await self._fatal(err)
             raise
