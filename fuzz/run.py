@@ -5,10 +5,12 @@
     python fuzz/run.py --time 600 server_engine    # one target, ten minutes
     python fuzz/run.py client_hello -jobs=2        # libFuzzer flags as they are
 
-Each target keeps a working corpus in fuzz/corpus/<target>/ (seeded from
-tests/hellos/*.bin on first use) and writes crashing inputs to
-fuzz/crashes/<target>-crash-<sha1>.  The exit status is non-zero when a target
-found a crash.  Needs atheris (``pip install atheris``).
+Each target keeps a working corpus in fuzz/corpus/<target>/, seeded before
+every run from tests/hellos/*.bin (seeds already there are kept, missing ones
+written again, so a hello added to tests/hellos reaches an old corpus too),
+and writes crashing inputs to fuzz/crashes/<target>-crash-<sha1>.  The exit
+status is non-zero when a target found a crash.  Needs atheris
+(``pip install atheris``).
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ HELLOS = HERE.parent / "tests" / "hellos"
 TARGETS = {
     "client_hello": HERE / "fuzz_client_hello.py",
     "server_engine": HERE / "fuzz_server_engine.py",
+    "client_engine": HERE / "fuzz_client_engine.py",
 }
 
-# fuzz_server_engine.py's input header: configuration, stage, mode, flags.
+# The engine targets' input header: configuration, stage, mode, flags.
 ENGINE_SEEDS = {
-    # A raw ClientHello in place of the real one, for each configuration.
+    # A raw ClientHello in place of what the engine gets first (for the
+    # server its ClientHello, for the client the server's first flight), for
+    # each configuration.
     **{f"hello-config{config}": bytes((config, 0, 0, 0)) for config in range(4)},
     # Bit flips in each stage's real flight, and garbage after it.
     **{
@@ -40,22 +45,30 @@ ENGINE_SEEDS = {
 }
 
 
-def seed(target: str, corpus: Path) -> None:
-    corpus.mkdir(parents=True, exist_ok=True)
-    if any(corpus.iterdir()):
-        return
+def seeds(target: str) -> dict[str, bytes]:
+    """The seed inputs of ``target``: the real first flights of tests/hellos
+    (behind the engine header for the engine targets), and for the engine
+    targets one input per stage and mode."""
     hellos = sorted(HELLOS.glob("*.bin"))
     if target == "client_hello":
-        for path in hellos:
-            (corpus / path.name).write_bytes(path.read_bytes())
-        return
+        return {path.name: path.read_bytes() for path in hellos}
+    found: dict[str, bytes] = {}
     for name, header in ENGINE_SEEDS.items():
         if name.startswith("hello-"):
             for path in hellos:
-                data = header + path.read_bytes()
-                (corpus / f"{name}-{path.stem}").write_bytes(data)
+                found[f"{name}-{path.stem}"] = header + path.read_bytes()
         else:
-            (corpus / name).write_bytes(header)
+            found[name] = header
+    return found
+
+
+def seed(target: str, corpus: Path) -> None:
+    """Write the seeds that ``corpus`` is missing."""
+    corpus.mkdir(parents=True, exist_ok=True)
+    for name, data in seeds(target).items():
+        path = corpus / name
+        if not path.exists():
+            path.write_bytes(data)
 
 
 def main() -> int:

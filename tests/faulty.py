@@ -19,7 +19,15 @@ connection (trio's memory streams, or real sockets) and, per direction, can
     stopped delivering) until :meth:`FaultPlan.release` delivers them; the
     sender's EOF or close waits behind them, as a FIN would;
   - ``"block"``: as ``"stall"``, but the write that crosses the offset, and
-    every later one, blocks until :meth:`FaultPlan.release`.
+    every later one, blocks until :meth:`FaultPlan.release`;
+  - ``"delay"``: the receiver gets the first ``offset`` bytes as usual and
+    the rest, EOF included, no earlier than ``Fault.duration`` seconds after
+    the write that crossed the offset (or :meth:`FaultPlan.release`); the
+    sender does not notice, and a receive cancelled while it waits loses
+    nothing;
+  - ``"split"``: from the offset on (for ``Fault.length`` bytes, or to the
+    end), every byte is written alone and every ``receive_some`` hands over
+    at most one byte (a read before the offset stops at it).
 
 A :class:`FaultPlan` describes both directions, builds the connected pair
 (:meth:`FaultPlan.memory_pair`, :meth:`FaultPlan.wrap`), counts the bytes of
@@ -52,8 +60,15 @@ __all__ = [
     "Link",
 ]
 
-FaultKind: TypeAlias = Literal["close", "reset", "stall", "block"]
-FAULT_KINDS: Final[tuple[FaultKind, ...]] = ("close", "reset", "stall", "block")
+FaultKind: TypeAlias = Literal["close", "reset", "stall", "block", "delay", "split"]
+FAULT_KINDS: Final[tuple[FaultKind, ...]] = (
+    "close",
+    "reset",
+    "stall",
+    "block",
+    "delay",
+    "split",
+)
 
 End: TypeAlias = Literal["client", "server"]
 """Which end of the connection a :class:`FaultyStream` is."""
@@ -63,18 +78,32 @@ SERVER_TO_CLIENT: Final = "server->client"
 
 @dataclass(frozen=True)
 class Fault:
-    """A fault that strikes once ``offset`` bytes of a direction have passed."""
+    """A fault that strikes once ``offset`` bytes of a direction have passed.
+
+    ``duration`` is how late a ``"delay"`` delivers the rest (seconds);
+    ``length`` how many bytes a ``"split"`` cuts up (``None``: all the rest).
+    """
 
     kind: FaultKind
     offset: int
+    duration: float = 0.0
+    length: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}")
         if self.offset < 0:
             raise ValueError("offset must be >= 0")
+        if self.duration < 0 or (self.kind == "delay") != (self.duration > 0):
+            raise ValueError("a delay, and only a delay, needs a duration > 0")
+        if self.length is not None and (self.kind != "split" or self.length < 1):
+            raise ValueError("only a split has a length, and it is >= 1")
 
     def __str__(self) -> str:
+        if self.kind == "delay":
+            return f"delay({self.duration}s)@{self.offset}"
+        if self.length is not None:
+            return f"split({self.length})@{self.offset}"
         return f"{self.kind}@{self.offset}"
 
 
@@ -119,6 +148,10 @@ class Link:
     eof_sent: bool = False
     writes: int = 0
     reads: int = 0
+    late_until: float | None = None
+    """When a fired ``"delay"`` lets the receiver have the rest."""
+    late: bytes | None = None
+    """What a delayed receive took from the transport and holds back."""
 
     @property
     def stuck(self) -> bool:
@@ -129,6 +162,24 @@ class Link:
             and self.fault is not None
             and self.fault.kind in ("stall", "block")
         )
+
+    def read_limit(self, max_bytes: int | None) -> int | None:
+        """What one ``receive_some`` may hand over on this link now."""
+        if self.max_read is not None:
+            max_bytes = min(max_bytes or self.max_read, self.max_read)
+        fault = self.fault
+        if fault is None or fault.kind not in ("split", "delay"):
+            return max_bytes
+        if self.received < fault.offset:
+            # A read before the offset stops at it.
+            limit = fault.offset - self.received
+        elif fault.kind == "split" and (
+            fault.length is None or self.received < fault.offset + fault.length
+        ):
+            limit = 1
+        else:
+            return max_bytes
+        return min(max_bytes or limit, limit)
 
 
 class _Conflict:
@@ -263,7 +314,8 @@ class FaultPlan:
         link.fired = link.released = False
 
     async def release(self) -> None:
-        """Deliver what stalled or blocked links withhold; lift those faults.
+        """Deliver what stalled, blocked or delayed links withhold; lift those
+        faults.
 
         Held bytes go out in one write on the underlying transport.
         """
@@ -316,6 +368,7 @@ class FaultyStream(trio.abc.HalfCloseableStream):
         self._inner_send = trio.Lock()
         self._released = trio.Event()
         self._receive_scope: trio.CancelScope | None = None
+        self._delay_over = trio.Event()
         self._close_deferred = False
         self._eof_called = False
 
@@ -376,6 +429,21 @@ class FaultyStream(trio.abc.HalfCloseableStream):
         elif fault.kind == "reset":
             self.plan._reset(link)
             raise self._raise(trio.BrokenResourceError("connection reset (injected)"))
+        elif fault.kind == "split":
+            end = len(data)
+            if fault.length is not None:
+                end = max(0, min(end, fault.offset + fault.length - link.delivered))
+            async with self._inner_send:
+                for i in range(end):
+                    await self._inner(self.inner.send_all(data[i : i + 1]))
+                    link.delivered += 1
+                    if self.plan.recording is not None:
+                        self.plan.recording[link.name] += data[i : i + 1]
+            await self._deliver(data[end:])
+        elif fault.kind == "delay":
+            if link.late_until is None:
+                link.late_until = trio.current_time() + fault.duration
+            await self._deliver(data)
         elif link.released:
             await self._deliver(data)
         else:
@@ -407,6 +475,12 @@ class FaultyStream(trio.abc.HalfCloseableStream):
 
     async def _release(self) -> None:
         link = self.out
+        if link.late_until is not None and not link.released:
+            # The delayed bytes wait at the receiver: wake it.
+            link.released = True
+            self.plan.note("release", link)
+            self.plan.ends["server" if self.end == "client" else "client"]._wake()
+            return
         if not link.stuck:
             return
         link.released = True
@@ -465,12 +539,15 @@ class FaultyStream(trio.abc.HalfCloseableStream):
             await checkpoint_if_cancelled()
             self._check_receive()
             link = self.incoming
-            if link.max_read is not None:
-                max_bytes = min(max_bytes or link.max_read, link.max_read)
+            max_bytes = link.read_limit(max_bytes)
             with trio.CancelScope() as scope:
                 self._receive_scope = scope
                 try:
-                    data = await self._receive(max_bytes)
+                    if link.late is not None:
+                        data = link.late
+                    else:
+                        data = await self._receive(max_bytes)
+                    await self._wait_if_late(link, data)
                 finally:
                     self._receive_scope = None
             if scope.cancelled_caught:
@@ -489,6 +566,28 @@ class FaultyStream(trio.abc.HalfCloseableStream):
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self.plan.raised[self.end].append(exc)
             raise
+
+    async def _wait_if_late(self, link: Link, data: bytes) -> None:
+        """Hold ``data`` back until a fired ``"delay"`` is over."""
+        fault = link.fault
+        if (
+            fault is None
+            or fault.kind != "delay"
+            or link.late_until is None
+            or link.released
+            or link.received < fault.offset
+        ):
+            return
+        link.late = data
+        with trio.move_on_at(link.late_until):
+            await self._delay_over.wait()
+        link.late = None
+        if not link.released:
+            link.released = True
+            self.plan.note("delay over", link, link.received)
+
+    def _wake(self) -> None:
+        self._delay_over.set()
 
     def _check_receive(self) -> None:
         if self._closed:

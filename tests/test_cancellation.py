@@ -45,7 +45,7 @@ import pytest
 import trio
 import trio.testing
 from certs import CertKit
-from faulty import CLIENT_TO_SERVER, Fault, FaultPlan, FaultyStream
+from faulty import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Fault, FaultPlan, FaultyStream
 from trio.testing import wait_all_tasks_blocked
 
 import trio_verify as tv
@@ -1120,3 +1120,86 @@ async def test_unwrap_returns_the_exact_trailing_bytes(
         assert trailing.startswith(got)
         assert got + await receive_until_eof(raw) == trailing
         await raw.aclose()
+
+
+async def unwrap_initiator_gets_trailing_bytes(
+    config: Config, plan: FaultPlan, trailing: bytes
+) -> tuple[bytes, FaultyStream]:
+    """The client starts the close; the server answers with its close_notify
+    and then ``trailing``, which reach the client in one transport write;
+    returns what the client's unwrap() hands back, and its raw transport."""
+    client, server = memory_pair(config, plan)
+    await handshake_both(client, server)
+    await server.send_all(b"before")
+    assert await receive_exactly(client, 6) == b"before"
+    result: list[tuple[FaultyStream, bytes]] = []
+
+    async def client_unwrap() -> None:
+        result.append(await client.unwrap())
+
+    sent = transport(client).out.accepted
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client_unwrap)
+        # The client's close_notify is on its way, and it waits for ours.
+        await wait_all_tasks_blocked()
+        assert transport(client).out.accepted > sent
+        plan.stall_now(SERVER_TO_CLIENT)
+        raw, leftover = await server.unwrap()
+        assert leftover == b""
+        assert isinstance(raw, FaultyStream)
+        await raw.send_all(trailing)
+        await plan.release()
+    ((client_raw, got),) = result
+    assert unwrapped(client)
+    await raw.aclose()
+    return got, client_raw
+
+
+# Raw bytes after TLS that look like TLS: a close_notify, an application
+# data record, then bytes of every value.
+TRAILING = (
+    bytes((21, 3, 3, 0, 2, 1, 0))
+    + bytes((23, 3, 3, 0, 5))
+    + b"hello"
+    + bytes(range(256))
+)
+
+
+@VERSIONS
+@pytest.mark.parametrize("receiver", ["responder", "initiator"])
+async def test_unwrap_trailing_bytes_are_exact_whatever_the_chunking(
+    version: ssl.TLSVersion,
+    receiver: str,
+    certs: CertKit,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Whichever end receives them (the one answering the close or the one
+    that started it), however the transport cuts them, and however many:
+    what unwrap() returns and what is left on the transport are, together,
+    exactly the bytes sent after the close_notify, in order.  Arriving in
+    one write with the close_notify and fitting one read, they are all in
+    what unwrap() returns."""
+    config = make_config(certs, version, False)
+    exchange = (
+        unwrap_with_trailing_bytes
+        if receiver == "responder"
+        else unwrap_initiator_gets_trailing_bytes
+    )
+    big = random.Random(5).randbytes(150_000)
+    cases: list[tuple[int | None, bytes]] = [
+        (None, TRAILING),
+        (None, TRAILING[:1]),
+        (None, big),
+        (7, TRAILING),
+        (1000, TRAILING + big[:5000]),
+        (1, TRAILING[:40]),
+    ]
+    with trio.fail_after(BOUND):
+        for max_read, trailing in cases:
+            got, raw = await exchange(config, FaultPlan(max_read=max_read), trailing)
+            assert trailing.startswith(got), (max_read, len(got))
+            rest = await receive_until_eof(raw)
+            assert got + rest == trailing, (max_read, len(got), len(rest))
+            if max_read is None and len(trailing) < 60_000:
+                assert got == trailing
+            await raw.aclose()

@@ -16,7 +16,14 @@ must settle within a fixed number of rounds, and an engine told of the end
 of its input must not wait for more.  Memory is bounded too: what an engine
 sends is proportionate to what it was fed, and what it keeps in Python does
 not grow with a flood.  Honest bytes cut differently (several records in one
-read, half a record) must give the same session.  Last, certificates that
+read, half a record) must give the same session.
+
+Besides the random choice, a deterministic grid mutates every record of
+every delivery to either side, so that every state of both engines is hit
+by every kind of mutation.  The real first flights of ``tests/hellos`` seed
+the properties too: they arrive at either engine at any point of a session,
+and, as captured or cut into many records, at fresh servers, which must
+answer with a ServerHello or a typed refusal.  Last, certificates that
 OpenSSL reads but ``cryptography`` refuses (found by the fuzz targets in
 fuzz/) must still end in a typed error.
 """
@@ -30,7 +37,7 @@ import tracemalloc
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import pytest
 from certs import CertKit
@@ -43,6 +50,7 @@ from hypothesis import strategies as st
 
 import trio_verify as tv
 from trio_verify._engine import TLSEngine
+from trio_verify._hello import ClientHelloReader
 
 TLS12, TLS13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
 Side = Literal["client", "server"]
@@ -61,6 +69,12 @@ MAX_ROUNDS = 40
 # What an engine sends in a session must stay under this, plus four bytes for
 # every byte it was fed: a handshake flight, alerts, tickets and our data.
 SEND_BOUND = 64 * 1024
+
+HELLOS = Path(__file__).parent / "hellos"
+CORPUS: dict[str, bytes] = {
+    path.stem: path.read_bytes() for path in sorted(HELLOS.glob("*.bin"))
+}
+"""Real first flights (see tests/hellos/capture.py)."""
 
 CLIENT_DATA = b"client says hello\n"
 SERVER_DATA = b"server says hello\n"
@@ -216,6 +230,30 @@ class End:
             self.engine.receive_eof()
 
 
+State = Literal[
+    "before any input",
+    "mid-handshake",
+    "after the handshake",
+    "at the close_notify",
+    "after the close_notify",
+]
+STATES: tuple[State, ...] = get_args(State)
+
+
+def state_of(receiver: End, sender: End) -> State:
+    """Where ``receiver`` is when ``sender``'s next delivery reaches it."""
+    engine = receiver.engine
+    if not engine.received_anything:
+        return "before any input"
+    if not engine.handshake_complete:
+        return "mid-handshake"
+    if receiver.peer_closed or receiver.closing:
+        return "after the close_notify"
+    if sender.closing:
+        return "at the close_notify"
+    return "after the handshake"
+
+
 Mutation = Callable[[bytes], bytes]
 
 
@@ -236,8 +274,13 @@ def run_session(
     network: list[int] | None = None,
     *,
     eager_close: bool = False,
+    trace: dict[Side, list[State]] | None = None,
+    sent: dict[Side, list[bytes]] | None = None,
 ) -> dict[Side, End]:
     """Run a session, with ``attack`` replacing one delivery.
+
+    ``trace`` collects, for each side, the state it was in at each delivery
+    it was sent (see :func:`state_of`), and ``sent`` the deliveries.
 
     ``network`` makes the wire coalesce and split what the engines send: each
     round a direction delivers the next size in the list (cycled) of what is
@@ -266,6 +309,10 @@ def run_session(
     def hand_over(sender: End, receiver_side: Side) -> bool:
         nonlocal counted, done
         data = sender.take()
+        if data and trace is not None:
+            trace[receiver_side].append(state_of(ends[receiver_side], sender))
+        if data and sent is not None:
+            sent[receiver_side].append(data)
         if data and attack is not None and receiver_side == attack.target:
             history.append(data)
             if not done and counted == attack.delivery:
@@ -634,6 +681,285 @@ def test_flooding_a_handshake_keeps_python_memory_bounded(
     assert peak < 1024 * 1024, f"{peak} bytes of Python memory for {end.fed} fed"
     end.call(engine.do_handshake)
     assert end.error is not None
+
+
+# ------------------------------------- every record of every delivery, both ways
+
+
+RecordMutation = Literal[
+    "flip-header",
+    "flip-body",
+    "truncate",
+    "truncate-eof",
+    "duplicate",
+    "insert-arbitrary",
+]
+RECORD_MUTATIONS: tuple[RecordMutation, ...] = get_args(RecordMutation)
+ARBITRARY_RECORD = record(22, 0x0303, b"\x01\x00\x00\x28" + bytes(range(40)), None)
+
+
+def at_record(kind: RecordMutation, index: int) -> Mutation:
+    """A mutation of the ``index``-th record of a delivery (its last record
+    when there are fewer); whatever follows that record stays as it was."""
+
+    def mutate(data: bytes) -> bytes:
+        parts = records(data)
+        if not parts:
+            return data
+        i = min(index, len(parts) - 1)
+        part = parts[i]
+        if kind == "flip-header":
+            # The low bit of the length: the record no longer frames right.
+            parts[i] = part[:4] + bytes((part[4] ^ 1,)) + part[5:]
+        elif kind == "flip-body":
+            middle = 5 + (len(part) - 5) // 2
+            if middle < len(part):
+                parts[i] = (
+                    part[:middle] + bytes((part[middle] ^ 0x10,)) + part[middle + 1 :]
+                )
+        elif kind in ("truncate", "truncate-eof"):
+            del parts[i + 1 :]
+            parts[i] = part[: 5 + (len(part) - 5) // 2]
+        elif kind == "duplicate":
+            parts.insert(i, part)
+        else:
+            parts.insert(i, ARBITRARY_RECORD)
+        return b"".join(parts)
+
+    return mutate
+
+
+def recorded(mutation: Mutation, applied: list[bytes]) -> Mutation:
+    """``mutation``, noting in ``applied`` what it made."""
+
+    def mutate(data: bytes) -> bytes:
+        out = mutation(data)
+        applied.append(out)
+        return out
+
+    return mutate
+
+
+@pytest.mark.parametrize("name", CONFIG_NAMES)
+@pytest.mark.parametrize("target", ["client", "server"])
+def test_every_record_of_every_delivery_mutated_on_either_side(
+    configs: dict[str, Config], name: str, target: Side
+) -> None:
+    """Each record a side is sent in a whole session, before its first input,
+    mid-handshake, after it, at and after the close_notify, and once more
+    replayed after the session, is in turn bit-flipped in its header and in
+    its body, truncated (with and without an end of file), duplicated, or
+    preceded by an arbitrary record: the side makes progress or raises a
+    typed TLSError, and the session settles.  (Real ClientHellos at any
+    point of a session are test_real_first_flights_at_any_state_of_either_engine's.)"""
+    config = configs[name]
+    trace: dict[Side, list[State]] = {"client": [], "server": []}
+    sent: dict[Side, list[bytes]] = {"client": [], "server": []}
+    assert_clean(run_session(config, trace=trace, sent=sent))
+    deliveries = sent[target]
+    assert len(deliveries) == len(trace[target]) >= 3
+    runs = 0
+    # One more delivery than the session has: a replay once it is over.
+    for delivery in range(len(deliveries) + 1):
+        count = len(records(deliveries[delivery % len(deliveries)]))
+        for index in range(count):
+            for kind in RECORD_MUTATIONS:
+                applied: list[bytes] = []
+                attack = Attack(
+                    target,
+                    delivery,
+                    recorded(at_record(kind, index), applied),
+                    [],
+                    eof=kind == "truncate-eof",
+                )
+                ends = run_session(config, attack)
+                assert len(applied) == 1, "the mutation never reached the engine"
+                assert applied[0] != deliveries[delivery % len(deliveries)]
+                error = ends[target].error
+                assert error is None or isinstance(error, tv.TLSError)
+                runs += 1
+    assert runs >= 3 * len(RECORD_MUTATIONS)
+
+
+def test_every_state_of_both_sides_is_reached(configs: dict[str, Config]) -> None:
+    """The deliveries mutated above reach each engine before its first input,
+    mid-handshake, after the handshake and with a close_notify (at it, or
+    after its own), over the four configurations; between them, every state.
+    The replay after the session adds the one after everything."""
+    seen: dict[Side, set[State]] = {"client": set(), "server": set()}
+    for name in CONFIG_NAMES:
+        trace: dict[Side, list[State]] = {"client": [], "server": []}
+        run_session(configs[name], trace=trace)
+        for side, states in trace.items():
+            seen[side].update(states)
+    for side, states in seen.items():
+        assert {"before any input", "mid-handshake", "after the handshake"} <= states, (
+            side
+        )
+        assert states & {"at the close_notify", "after the close_notify"}, side
+    assert seen["client"] | seen["server"] == set(STATES)
+
+
+# ------------------------------------------------- real first flights (tests/hellos)
+
+
+def reframed(flight: bytes, size: int | None) -> bytes:
+    """``flight`` with its leading handshake records cut again into records
+    of ``size`` bytes of body (``None``: as captured); what follows them
+    (early data) stays as it was."""
+    if size is None:
+        return flight
+    parts = records(flight)
+    payload = b""
+    while parts and parts[0][0] == 22:
+        payload += parts.pop(0)[5:]
+    version = int.from_bytes(flight[1:3], "big")
+    cut = [
+        record(22, version, payload[i : i + size], None)
+        for i in range(0, len(payload), size)
+    ]
+    return b"".join(cut + parts)
+
+
+def offered_versions(flight: bytes) -> tuple[int, ...]:
+    hello = ClientHelloReader().feed(flight)
+    assert hello is not None
+    return hello.supported_versions or (hello.legacy_version,)
+
+
+P256 = 0x0017
+SERVERS = ["TLSv1.2 only", "TLSv1.3 only", "TLSv1.2 or 1.3", "TLSv1.2 or 1.3+mtls"]
+
+
+@pytest.fixture(scope="module")
+def servers(certs: CertKit) -> dict[str, tuple[ssl.SSLContext, tuple[int, ...]]]:
+    """Server contexts, and the versions (wire codes) each one speaks."""
+    kit = certs.server("valid")
+    identity = tv.Identity.from_pem(kit.cert_chain_pem, kit.key_pem)
+    found = {}
+    for name, versions, mutual in [
+        ("TLSv1.2 only", (TLS12, TLS12), False),
+        ("TLSv1.3 only", (TLS13, TLS13), False),
+        ("TLSv1.2 or 1.3", (TLS12, TLS13), False),
+        ("TLSv1.2 or 1.3+mtls", (TLS12, TLS13), True),
+    ]:
+        policy = tv.ServerPolicy(
+            identity=identity,
+            client_auth=tv.ClientAuth.REQUIRED if mutual else tv.ClientAuth.NONE,
+            client_trust=certs.ca_pem if mutual else None,
+            minimum_version=versions[0],
+            maximum_version=versions[1],
+        )
+        codes = tuple({TLS12: 0x0303, TLS13: 0x0304}[v] for v in set(versions))
+        found[name] = (policy.context, codes)
+    return found
+
+
+@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("hello", sorted(CORPUS))
+def test_real_first_flights_get_a_server_hello_or_a_typed_refusal(
+    servers: dict[str, tuple[ssl.SSLContext, tuple[int, ...]]], server: str, hello: str
+) -> None:
+    """Every first flight of the corpus (our client, Python's ssl, s_client
+    with TLS 1.2 or 1.3 only, ALPN, many groups, a 512-byte key share,
+    chosen signature algorithms, early data, hellos in two and in three
+    records), as
+    captured and cut into many records (1 and 50 bytes each), goes to a
+    fresh server engine.  A hello that offers a version the server speaks
+    gets a ServerHello; one that does not gets a typed NegotiationFailed
+    with a protocol_version alert; in TLS 1.2, one whose groups leave out
+    P-256 cannot use the server's ECDSA P-256 key: NegotiationFailed with
+    handshake_failure.  Nothing else."""
+    context, speaks = servers[server]
+    offers = offered_versions(CORPUS[hello])
+    parsed = ClientHelloReader().feed(CORPUS[hello])
+    assert parsed is not None
+    refusal: tv.Alert | None = None
+    if not set(speaks) & set(offers):
+        refusal = tv.Alert.PROTOCOL_VERSION
+    elif 0x0304 not in set(speaks) & set(offers) and P256 not in (
+        parsed.supported_groups or (P256,)
+    ):
+        refusal = tv.Alert.HANDSHAKE_FAILURE
+    for size in (None, 1, 50):
+        engine = TLSEngine(context, server_side=True)
+        end = End(engine, b"")
+        end.deliver(reframed(CORPUS[hello], size))
+        end.call(engine.do_handshake)
+        out = end.take()
+        if refusal is None:
+            # A ServerHello (or a HelloRetryRequest, which is one too).
+            assert out[:1] == b"\x16", (size, out[:16], end.error)
+            assert out[5:6] == b"\x02", (size, out[:16], end.error)
+            assert not engine.handshake_complete
+        else:
+            assert isinstance(end.error, tv.NegotiationFailed), (size, end.error)
+            assert end.error.alert_sent is refusal, end.error
+            assert out == bytes((21, 3, 3, 0, 2, 2, refusal)), out
+        # The stream closes a connection it is done with: that stays quiet.
+        end.call(engine.start_close)
+        end.take()
+
+
+@st.composite
+def corpus_attacks(draw: st.DrawFn) -> Attack:
+    """A real first flight, cut into records of any size and maybe mutated,
+    in place of, before or after any delivery to either side."""
+    flight = reframed(
+        CORPUS[draw(st.sampled_from(sorted(CORPUS)))],
+        draw(st.one_of(st.none(), st.integers(1, 600))),
+    )
+    change = draw(st.sampled_from(["as is", "flip", "truncate", "duplicate"]))
+    if change == "flip":
+        for pos, bit in draw(
+            st.lists(st.tuples(st.integers(0), st.integers(0, 7)), min_size=1)
+        ):
+            i = pos % len(flight)
+            flight = flight[:i] + bytes((flight[i] ^ (1 << bit),)) + flight[i + 1 :]
+    elif change == "truncate":
+        flight = flight[: draw(st.integers(0, len(flight) - 1))]
+    elif change == "duplicate":
+        flight += flight
+    where = draw(st.sampled_from(["replace", "before", "after"]))
+
+    def mutate(data: bytes) -> bytes:
+        if where == "replace":
+            return flight
+        return flight + data if where == "before" else data + flight
+
+    return Attack(
+        target=draw(st.sampled_from(["client", "server"])),
+        delivery=draw(st.one_of(st.integers(0, 4), st.integers(5, 12))),
+        mutate=mutate,
+        chunks=draw(st.lists(st.integers(1, 600), max_size=4)),
+        eof=draw(st.booleans()),
+    )
+
+
+@settings(FUZZ, max_examples=75)
+@given(name=st.sampled_from(CONFIG_NAMES), attack=corpus_attacks())
+def test_real_first_flights_at_any_state_of_either_engine(
+    configs: dict[str, Config], name: str, attack: Attack
+) -> None:
+    """The corpus seeds the engine properties too: a real ClientHello (maybe
+    cut up, bit-flipped, truncated or doubled) arrives at either engine at
+    any point of a session: progress or a typed TLSError, and it settles."""
+    ends = run_session(configs[name], attack)
+    error = ends[attack.target].error
+    assert error is None or isinstance(error, tv.TLSError)
+
+
+def test_corpus_has_the_first_flights_it_should() -> None:
+    """What the corpus tests above rely on: TLS 1.2-only and TLS 1.3-only
+    hellos, a large key share, hellos split over two and three records,
+    early data."""
+    versions = {name: offered_versions(flight) for name, flight in CORPUS.items()}
+    assert versions["s_client_tls12"] == (0x0303,)
+    assert versions["s_client_tls13"] == (0x0304,)
+    assert len(CORPUS["s_client_ffdhe"]) > 700
+    assert len(records(CORPUS["s_client_split"])) == 2
+    assert len(records(CORPUS["s_client_many_records"])) >= 3
+    assert [part[0] for part in records(CORPUS["s_client_early_data"])][1:] == [20, 23]
 
 
 # ----------------------- certificates OpenSSL reads and cryptography refuses

@@ -231,6 +231,11 @@ class Expected:
 
 
 X25519, P256, P384, P521, FFDHE2048, FFDHE4096 = 0x1D, 0x17, 0x18, 0x19, 0x100, 0x102
+MANY_PROTOCOLS = (
+    "h2",
+    "http/1.1",
+    *(f"x-proto-{i:02d}.example/1.0" for i in range(40)),
+)
 
 EXPECTED = {
     "trio_verify_client": Expected(
@@ -250,6 +255,7 @@ EXPECTED = {
     # ecdsa_secp256r1_sha256, rsa_pss_rsae_sha256, ed25519
     "s_client_sigalgs": Expected("sigalgs.example", sigalgs=(0x0403, 0x0804, 0x0807)),
     "s_client_split": Expected("split.example", groups=(FFDHE4096, X25519), records=2),
+    "s_client_many_records": Expected("many.example", MANY_PROTOCOLS, records=3),
     "s_client_early_data": Expected("early.example"),
 }
 

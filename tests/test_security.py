@@ -549,6 +549,33 @@ async def test_open_tls_stream_verifies_by_default(
                 assert refused.alert_received is tv.Alert.UNKNOWN_CA
 
 
+async def test_client_pool_verifies_by_default(
+    certs: CertKit, named_server: KitIdentity
+) -> None:
+    # A pool made without a policy uses ClientPolicy(): the system store,
+    # which does not hold the kit's root.  A policy chosen per host by a
+    # function is judged like any other: an unverifying context is refused.
+    with trio.fail_after(TIMEOUT):
+        async with serving(open_policy(named_server)) as server:
+            async with tv.open_client_pool() as pool:
+                for name in ("localhost", None):
+                    with pytest.raises(tv.UnknownIssuer) as caught:
+                        async with pool.connection(
+                            "127.0.0.1", server.port, server_hostname=name
+                        ):
+                            pass  # pragma: no cover
+                    assert caught.value.verify_code == 20
+                    refused = (await server.result()).expect(tv.PeerRejectedCertificate)
+                    assert refused.alert_received is tv.Alert.UNKNOWN_CA
+                assert pool.stats().open == 0
+            async with tv.open_client_pool(
+                policy=lambda host, port: unverified_client_context()
+            ) as pool:
+                with pytest.raises(tv.PolicyError, match="allow_unauthenticated"):
+                    async with pool.connection("127.0.0.1", server.port):
+                        pass  # pragma: no cover
+
+
 def _generic_protocol_context() -> ssl.SSLContext:
     # PROTOCOL_TLS (deprecated) defaults to CERT_NONE without a hostname check.
     with warnings.catch_warnings():
@@ -1364,6 +1391,70 @@ async def test_session_from_an_open_name_does_not_skip_mutual_tls(
             refused = await server.result()
     assert_refused_without_certificate(second, refused, version)
     assert [hello.server_name for hello in selector.hellos] == [OPEN, SECURE]
+
+
+class Rotating:
+    """A selector that answers every ClientHello with :attr:`current`: a
+    server whose policy for a name is replaced while it runs."""
+
+    def __init__(self, current: tv.ServerPolicy) -> None:
+        self.current = current
+
+    def __call__(self, hello: tv.ClientHello) -> tv.ServerPolicy:
+        return self.current
+
+
+@pytest.mark.parametrize("resumption", RESUMPTIONS)
+async def test_session_from_a_replaced_policy_does_not_resume_under_its_successor(
+    certs: CertKit, named_server: KitIdentity, resumption: Resumption
+) -> None:
+    # Policy A admits clients of both CAs; B, which replaces it for the same
+    # name on the same listener, trusts only the kit's root.  A client whose
+    # certificate only A trusts keeps a session from A.  Offered to B, it
+    # must not resume: B verifies the certificate in a full handshake and
+    # refuses it.  Offered to A again, it resumes (the session was good).
+    def policy(
+        name: str, trust: tuple[bytes, ...], authorize: Authorizer
+    ) -> tv.ServerPolicy:
+        return tv.ServerPolicy(
+            identity=identity(named_server),
+            client_auth=tv.ClientAuth.REQUIRED,
+            client_trust=trust,
+            authorize=authorize,
+            name=name,
+        )
+
+    seen_a, seen_b = Authorizer(), Authorizer()
+    policy_a = policy("A", (certs.ca_pem, certs.other_ca_pem), seen_a)
+    policy_b = policy("B", (certs.ca_pem,), seen_b)
+    selector = Rotating(policy_a)
+    client = resuming_client(certs, resumption, kind="other_ca")
+    with trio.fail_after(TIMEOUT):
+        async with serving(selector) as server:
+            first = await connect(server.port, client, action=client_keeps_session)
+            assert first.ok, f"{first.error!r}: {first.error}"
+            assert (await server.result()).ok
+            session = first.value[0]
+            check_mechanism(session, resumption)
+            selector.current = policy_b
+            refused = await connect(server.port, client, session=session)
+            refused_on_server = await server.result()
+            selector.current = policy_a
+            again = await connect(
+                server.port, client, session=session, action=client_keeps_session
+            )
+            assert (await server.result()).ok
+    error = refused_on_server.expect(tv.UnknownIssuer)
+    assert (error.phase, error.alert_sent) == (
+        tv.Phase.CLIENT_CERTIFICATE,
+        tv.Alert.UNKNOWN_CA,
+    ), f"{error!r}: {error}"
+    peer_error = refused.expect(tv.PeerRejectedCertificate)
+    assert peer_error.alert_received is tv.Alert.UNKNOWN_CA
+    assert seen_b.seen == [], "B authorized a client whose chain it never verified"
+    assert again.ok, f"{again.error!r}: {again.error}"
+    assert again.value[1] is True, "control: the session does resume under A"
+    assert [peer.session_reused for peer in seen_a.seen] == [False, True]
 
 
 async def test_pool_resumption_runs_authorize_for_every_handshake(

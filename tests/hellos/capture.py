@@ -35,6 +35,12 @@ HERE = Path(__file__).resolve().parent
 
 Client = Callable[[int], Awaitable[None]]
 
+MANY_PROTOCOLS = (
+    "h2",
+    "http/1.1",
+    *(f"x-proto-{i:02d}.example/1.0" for i in range(40)),
+)
+
 # Options given to ``openssl s_client`` for each file.  s_client sends no SNI
 # when it connects to an IP address unless -servername says so.
 S_CLIENT: dict[str, list[str]] = {
@@ -64,6 +70,16 @@ S_CLIENT: dict[str, list[str]] = {
         "ffdhe4096:X25519",
         "-servername",
         "split.example",
+    ],
+    # 42 ALPN protocols in records of at most 512 bytes: the ClientHello
+    # spans three.
+    "s_client_many_records": [
+        "-max_send_frag",
+        "512",
+        "-alpn",
+        ",".join(MANY_PROTOCOLS),
+        "-servername",
+        "many.example",
     ],
 }
 
