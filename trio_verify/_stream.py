@@ -10,8 +10,8 @@ bytes between the engine and the transport stream, and decides who may do so.
 receive from it, but either direction can be needed by either public method:
 a lazy handshake inside ``send_all`` must receive, and a ``receive_some`` may
 have to answer a post-handshake message.  Two strict FIFO locks guard the
-transport; they are taken with ``acquire_nowait()`` when free, so the
-uncontended path costs no scheduler pass.  Outgoing bytes are taken from the
+transport; when free they are taken by setting a flag, so the uncontended
+path costs no scheduler pass.  Outgoing bytes are taken from the
 engine *after* the send lock is held, which keeps them in order however tasks
 interleave.  A task that had to wait for the receive lock does not read again:
 the task that held it has fed the engine, so it retries its operation first.
@@ -19,6 +19,14 @@ the task that held it has fed the engine, so it retries its operation first.
 *Checkpoints.*  Every public call is exactly one checkpoint when it can be:
 transport I/O is one, and a call that finishes from buffered data ends with a
 ``cancel_shielded_checkpoint`` after an early ``checkpoint_if_cancelled``.
+A handshake sends its flights without yielding: each is followed by a wait
+for the peer's, which is the call's checkpoint.
+
+*The socket path.*  Over a plain :class:`trio.SocketStream` the stream calls
+``recv`` and ``send`` on its socket itself, waiting with
+``wait_readable``/``wait_writable`` only when the kernel has nothing or is
+full, and raising what the SocketStream would raise.  Every other transport
+goes through its ``receive_some`` and ``send_all``.
 
 *Cancellation.*  A ``receive_some`` cancelled while it waited for transport
 bytes has consumed nothing, so the stream stays usable (``trio.SSLStream``
