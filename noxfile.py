@@ -148,10 +148,12 @@ def soak(session: nox.Session) -> None:
     """Run the listener soak: thousands of abusive connections on loopback.
 
     Not run by default.  ``python -m nox -s soak`` makes 3000 connections
-    against one ``serve_tls`` server and stops by itself (a few minutes at
-    most); ``python -m nox -s soak -- --connections 10000 --json soak.json``
-    a longer one.  Arguments after ``--`` go to ``soak/listener_abuse.py``.
-    The session fails if a good client failed or the server did not settle.
+    against one ``serve_tls`` server and stops by itself (about 10 seconds on
+    two cores, after the install); ``python -m nox -s soak -- --connections
+    30000 --rounds 10 --json soak.json`` a longer one (about a minute).
+    Arguments after ``--`` go to ``soak/listener_abuse.py``.  The session
+    fails if a good client failed, the server did not settle, or its memory
+    kept growing from round to round (see docs/reliability.rst).
     """
     session.install(".", "trustme")
     session.run("python", "soak/listener_abuse.py", *session.posargs)

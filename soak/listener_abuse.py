@@ -13,27 +13,52 @@ Phases, all over loopback:
    ClientHellos (a few bytes every 100 ms), half-open sockets (connect, send
    nothing), garbage, oversized ClientHellos (a handshake message longer than
    131396 bytes), and clients with an expired certificate or one from another
-   CA;
-3. *settle*: nothing connects; the server's descriptor count must come back to
-   what it was before the abuse, and its RSS close to it, within
-   ``--settle`` seconds.
+   CA, in ``--rounds`` rounds;
+3. *settle*, after every round: nothing connects; the server's descriptor
+   count must come back to what it was before the abuse within ``--settle``
+   seconds.  Then its memory is measured: RSS, and, with ``--trim`` (the
+   default with glibc), RSS again after a full garbage collection and
+   glibc's ``malloc_trim(0)``, with the bytes malloc has in use and Python's
+   allocated block count.
 
 Checked: every good client completed its handshake and got its request
 echoed; every abusive connection was closed by the server (none left
 hanging); the server counted as many handshakes as there were connections;
-and it settled.  The script exits 1 when a check fails.  It measures; the
-thresholds are only sanity bounds.
+its descriptors came back after every round; and its memory is bounded,
+by one of two checks:
+
+* with ``--trim``, ``rss_after_trim_bounded``: RSS after the collection and
+  the trim, after the last of R rounds, is at most 2 MiB plus 64 bytes per
+  connection of rounds 2 to R above the same after round 1.  What the trim
+  leaves is memory in use and the pages of Python's own object arenas;
+  neither may grow with the connections.
+* with ``--no-trim``, ``rss_levels_off``: RSS after the last round is at
+  most 6 MiB plus 128 bytes per connection of rounds ceil(R/2)+1 to R above
+  RSS after round ceil(R/2).  Allocators keep freed memory for reuse, so
+  RSS rises over the first rounds and then stays level; a leak keeps rising
+  with every connection.
+
+A leak of 2 KiB per connection adds at least 4000 KiB after the trim over
+rounds 2 and 3 of the default run (bound 2173 KiB); over 30000 connections
+in 10 rounds, at least 54000 KiB after the trim over rounds 2 to 10 (bound
+3735 KiB), or without the trim at least 30000 KiB over rounds 6 to 10
+(bound 8019 KiB).  Without the trim, the default run catches only leaks of
+about 6 KiB per connection or more.  The bounds are at least twice the
+largest growth measured without a leak (docs/reliability.rst).  The script
+exits 1 when a check fails.
 
 Linux only (``/proc``).  Usage::
 
-    python soak/listener_abuse.py [--connections 3000] [--json FILE]
+    python soak/listener_abuse.py [--connections 3000] [--rounds 3] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import datetime
+import gc
 import json
 import logging
 import os
@@ -68,6 +93,11 @@ REQUEST = bytes(range(64))
 # An abusive client gives up on its own after this long; the server should
 # have closed it after HANDSHAKE_TIMEOUT.
 CLIENT_PATIENCE = 5.0
+# Memory bounds, in KiB and bytes per connection; see the module docstring.
+PLATEAU_FIXED_KIB = 6144
+PLATEAU_PER_CONNECTION = 128
+TRIMMED_FIXED_KIB = 2048
+TRIMMED_PER_CONNECTION = 64
 
 MIX = {
     "good": 30,
@@ -102,8 +132,135 @@ async def _echo(stream: tv.TLSStream[trio.SocketStream]) -> None:
         return
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = tuple(
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",  # bytes in the heaps taken from the system with brk/mmap
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",  # bytes in chunks mmapped one by one
+            "usmblks",
+            "fsmblks",
+            "uordblks",  # bytes in use in the heaps
+            "fordblks",  # bytes free in the heaps, kept for reuse
+            "keepcost",
+        )
+    )
+
+
+class Allocator:
+    """glibc malloc's own statistics and ``malloc_trim``, through ctypes.
+
+    Both are unavailable (``None``, ``False``) with another C library.
+    """
+
+    def __init__(self) -> None:
+        self._mallinfo2: Callable[[], _MallInfo2] | None = None
+        self._trim: Callable[[int], int] | None = None
+        if platform.libc_ver()[0] != "glibc":
+            return
+        libc = ctypes.CDLL(None)
+        mallinfo2 = getattr(libc, "mallinfo2", None)  # glibc 2.33 and later
+        if mallinfo2 is not None:
+            mallinfo2.restype = _MallInfo2
+            mallinfo2.argtypes = []
+            self._mallinfo2 = mallinfo2
+        trim = getattr(libc, "malloc_trim", None)
+        if trim is not None:
+            trim.restype = ctypes.c_int
+            trim.argtypes = [ctypes.c_size_t]
+            self._trim = trim
+
+    def stats(self) -> dict[str, int] | None:
+        """Heap in use and heap free, over all arenas, in KiB."""
+        if self._mallinfo2 is None:
+            return None
+        info = self._mallinfo2()
+        return {
+            "heap_kib": info.arena // 1024,
+            "in_use_kib": info.uordblks // 1024,
+            "free_kib": info.fordblks // 1024,
+            "mmapped_kib": info.hblkhd // 1024,
+        }
+
+    @property
+    def can_trim(self) -> bool:
+        return self._trim is not None
+
+    def trim(self) -> bool:
+        """Give free heap memory back to the system; ``False`` if unavailable."""
+        if self._trim is None:
+            return False
+        self._trim(0)
+        return True
+
+
+def status_kib() -> dict[str, int]:
+    """VmRSS and its anonymous part, in KiB, and the thread count."""
+    wanted = {"VmRSS:": "rss_kib", "RssAnon:": "anon_kib", "Threads:": "threads"}
+    found: dict[str, int] = {}
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            key, _, rest = line.partition("\t")
+            if key in wanted:
+                found[wanted[key]] = int(rest.split()[0])
+    return found
+
+
+def anonymous_rss_kib() -> dict[str, int]:
+    """Resident anonymous memory: brk heap, and the other mappings (KiB)."""
+    heap = other = 0
+    name = ""
+    with open("/proc/self/smaps", encoding="utf-8") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5:
+                name = fields[5] if len(fields) > 5 else ""
+            elif fields[0] == "Rss:":
+                if name == "[heap]":
+                    heap += int(fields[1])
+                elif name == "":
+                    other += int(fields[1])
+    return {"brk_heap_rss_kib": heap, "other_anon_rss_kib": other}
+
+
+def memory(allocator: Allocator) -> dict[str, Any]:
+    return {
+        **status_kib(),
+        **anonymous_rss_kib(),
+        "python_blocks": sys.getallocatedblocks(),
+        "malloc": allocator.stats(),
+    }
+
+
+def command(line: str, allocator: Allocator) -> dict[str, Any]:
+    """Answer one line from the parent: ``mem``, or ``trim``.
+
+    ``trim`` runs a full garbage collection and then ``malloc_trim(0)``,
+    measuring after each: memory that only the allocator held comes back
+    to the system then, memory still in use does not.
+    """
+    if line == "mem":
+        return {"now": memory(allocator)}
+    if line == "trim":
+        gc.collect()
+        after_gc = memory(allocator)
+        trimmed = allocator.trim()
+        return {
+            "after_gc": after_gc,
+            "after_trim": memory(allocator) if trimmed else None,
+        }
+    raise ValueError(line)
+
+
 async def serve(material: Path) -> None:
-    """Serve until stdin closes; then print the handshake counts as JSON."""
+    """Serve until stdin closes; then print the handshake counts as JSON.
+
+    Each line read from stdin before that is a :func:`command`, answered
+    with one line of JSON.
+    """
     logging.getLogger("trio_verify").setLevel(logging.CRITICAL)
     policy = tv.ServerPolicy(
         identity=tv.Identity.from_pem(
@@ -134,9 +291,15 @@ async def serve(material: Path) -> None:
         )
         port = listeners[0].transport_listener.socket.getsockname()[1]
         print(port, flush=True)
+        allocator = Allocator()
         stdin = trio.lowlevel.FdStream(os.dup(0))
-        while await stdin.receive_some(1024):
-            pass
+        pending = b""
+        while data := await stdin.receive_some(1024):
+            pending += data
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                reply = command(line.decode("ascii").strip(), allocator)
+                print(json.dumps(reply), flush=True)
         nursery.cancel_scope.cancel()
     print(json.dumps(dict(outcomes)), flush=True)
 
@@ -437,6 +600,82 @@ def facts() -> dict[str, Any]:
     }
 
 
+async def ask(server: subprocess.Popen[str], line: str) -> dict[str, Any]:
+    """Send the server one :func:`command` and return its answer."""
+    assert server.stdin is not None
+    assert server.stdout is not None
+    server.stdin.write(line + "\n")
+    server.stdin.flush()
+    answer: dict[str, Any] = json.loads(
+        await trio.to_thread.run_sync(server.stdout.readline)
+    )
+    return answer
+
+
+async def measure_memory(server: subprocess.Popen[str], trim: bool) -> dict[str, Any]:
+    """The server's memory now, and with ``trim`` after a collection and a trim."""
+    now = (await ask(server, "mem"))["now"]
+    found: dict[str, Any] = {"now": now}
+    if trim:
+        trimmed = await ask(server, "trim")
+        found["after_gc"] = trimmed["after_gc"]
+        found["after_trim"] = trimmed["after_trim"]
+    return found
+
+
+def _after_trim(measured: dict[str, Any]) -> int | None:
+    after = measured.get("after_trim")
+    return None if after is None else int(after["rss_kib"])
+
+
+def _in_use(measured: dict[str, Any]) -> dict[str, int | None] | None:
+    """Bytes malloc has handed out, and Python's blocks, after a collection."""
+    after_gc = measured.get("after_gc")
+    if after_gc is None:
+        return None
+    malloc = after_gc["malloc"]
+    return {
+        "malloc_kib": None if malloc is None else malloc["in_use_kib"],
+        "python_blocks": after_gc["python_blocks"],
+    }
+
+
+def memory_bounds(rounds: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The RSS check, with its measured growth and its bound (KiB).
+
+    With a trim after every round, ``rss_after_trim_bounded``: RSS after the
+    collection and the trim, after the last round minus after the first, at
+    most TRIMMED_FIXED_KIB plus TRIMMED_PER_CONNECTION bytes per connection
+    of the rounds after the first.
+
+    Without, ``rss_levels_off``: RSS after the last round minus RSS after
+    round ceil(R/2) of R, at most PLATEAU_FIXED_KIB plus
+    PLATEAU_PER_CONNECTION bytes per connection of the later rounds.  (With
+    the trim, RSS after a round is that round's own peak, not the high-water
+    mark of all rounds so far, so it is not compared.)
+    """
+    trimmed = [r["rss_after_trim_kib"] for r in rounds]
+    if None not in trimmed:
+        name, first = "rss_after_trim_bounded", 1
+        fixed, per_connection = TRIMMED_FIXED_KIB, TRIMMED_PER_CONNECTION
+        growth = trimmed[-1] - trimmed[0]
+    else:
+        name, first = "rss_levels_off", (len(rounds) + 1) // 2
+        fixed, per_connection = PLATEAU_FIXED_KIB, PLATEAU_PER_CONNECTION
+        growth = rounds[-1]["rss_after_kib"] - rounds[first - 1]["rss_after_kib"]
+    later = sum(r["connections"] for r in rounds[first:])
+    bound = fixed + later * per_connection // 1024
+    return {
+        name: {
+            "from_round": first,
+            "connections": later,
+            "growth_kib": growth,
+            "bound_kib": bound,
+            "ok": growth <= bound,
+        }
+    }
+
+
 async def soak(
     args: argparse.Namespace, server: subprocess.Popen[str], material: Material
 ) -> dict[str, Any]:
@@ -456,6 +695,7 @@ async def soak(
     await trio.sleep(0.5)
     gauge.peak_rss = gauge.peak_fds = 0
     rss_before, fds_before = gauge.sample()
+    memory_before = await measure_memory(server, args.trim)
 
     # 2. abuse, in rounds, each followed by 3. a settle time.
     abuse = Tally()
@@ -470,6 +710,7 @@ async def soak(
     abuse_seconds = 0.0
     per_round = -(-len(clients) // args.rounds)
     for first in range(0, len(clients), per_round):
+        gauge.peak_rss = gauge.peak_fds = 0
         async with trio.open_nursery() as nursery:
             nursery.start_soon(gauge.run)
             seconds = await run_many(clients[first : first + per_round], args.parallel)
@@ -496,11 +737,13 @@ async def soak(
                 "fds_settled_after_s": settled_after,
             }
         )
-    # Memory the allocator keeps after the first round is reused by the next
-    # ones: growth from round to round would be a leak, a plateau is not.
-    rss_first, rss_last = rounds[0]["rss_after_kib"], rounds[-1]["rss_after_kib"]
-    rss_growth_bound = rss_first + max(rss_first // 20, 4 * 1024)
-    rss_pre_bound = rss_before + max(rss_before // 10, 8 * 1024)
+        measured = await measure_memory(server, args.trim)
+        rounds[-1].update(
+            rss_after_trim_kib=_after_trim(measured),
+            in_use_after_gc=_in_use(measured),
+            memory=measured,
+        )
+    memory_checks = memory_bounds(rounds)
 
     stdout, _ = await trio.to_thread.run_sync(server.communicate, "")
     outcomes = json.loads(stdout.strip().splitlines()[-1])
@@ -518,7 +761,7 @@ async def soak(
         "fds_back_to_baseline_after_every_round": all(
             r["fds_after"] <= fds_before for r in rounds
         ),
-        "rss_no_growth_across_rounds": rss_last <= rss_growth_bound,
+        **{name: check["ok"] for name, check in memory_checks.items()},
     }
     return {
         "facts": facts(),
@@ -530,6 +773,7 @@ async def soak(
             "handshake_timeout_s": HANDSHAKE_TIMEOUT,
             "settle_s": args.settle,
             "rounds": args.rounds,
+            "trim": args.trim,
             "seed": args.seed,
             "mix": dict(abuse.kinds),
         },
@@ -556,14 +800,17 @@ async def soak(
             "rss_kib": {
                 "start": rss_start,
                 "before_abuse": rss_before,
-                "peak": gauge.peak_rss,
-                "after": rss_last,
-                "back_within_10_percent_of_before_abuse": rss_last <= rss_pre_bound,
+                "before_abuse_after_trim": _after_trim(memory_before),
+                "peak": max(r["peak_rss_kib"] for r in rounds),
+                "after": rounds[-1]["rss_after_kib"],
+                "after_trim": rounds[-1]["rss_after_trim_kib"],
             },
+            "memory_before_abuse": memory_before,
+            "memory_checks": memory_checks,
             "fds": {
                 "start": fds_start,
                 "before_abuse": fds_before,
-                "peak": gauge.peak_fds,
+                "peak": max(r["peak_fds"] for r in rounds),
                 "after": rounds[-1]["fds_after"],
             },
             "rounds": rounds,
@@ -571,6 +818,16 @@ async def soak(
         "checks": checks,
         "ok": all(checks.values()),
     }
+
+
+def _memory_line(measured: dict[str, Any]) -> str:
+    after_gc, after_trim = measured["after_gc"], measured["after_trim"]
+    malloc = after_gc["malloc"] or {}
+    return (
+        f"after gc: malloc in use {malloc.get('in_use_kib')} KiB, free "
+        f"{malloc.get('free_kib')} KiB, Python blocks {after_gc['python_blocks']}; "
+        f"RSS after trim {after_trim['rss_kib']} KiB"
+    )
 
 
 def summary(result: dict[str, Any]) -> str:
@@ -602,12 +859,23 @@ def summary(result: dict[str, Any]) -> str:
     lines.append(f"server outcomes: {s['handshake_outcomes']}")
     lines.append(f"server RSS KiB: {s['rss_kib']}")
     lines.append(f"server fds:     {s['fds']}")
+    before = s["memory_before_abuse"]
+    if "after_trim" in before:
+        lines.append(f"before abuse, {_memory_line(before)}")
     for index, r in enumerate(s["rounds"], 1):
         lines.append(
             f"round {index}: {r['connections']} connections in {r['seconds']} s, "
             f"peak RSS {r['peak_rss_kib']} KiB / {r['peak_fds']} fds, after "
             f"{r['rss_after_kib']} KiB / {r['fds_after']} fds (fds settled after "
             f"{r['fds_settled_after_s']} s)"
+        )
+        if "after_trim" in r["memory"]:
+            lines.append(f"  {_memory_line(r['memory'])}")
+    for name, check in s["memory_checks"].items():
+        lines.append(
+            f"{name}: RSS grew {check['growth_kib']} KiB after round "
+            f"{check['from_round']}, over {check['connections']} connections; "
+            f"bound {check['bound_kib']} KiB"
         )
     checks = ", ".join(
         f"{k}={'ok' if v else 'FAILED'}" for k, v in result["checks"].items()
@@ -617,20 +885,38 @@ def summary(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python soak/listener_abuse.py")
+    parser = argparse.ArgumentParser(
+        prog="python soak/listener_abuse.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--connections", type=int, default=3000)
     parser.add_argument("--baseline", type=int, default=300, help="good-only clients")
     parser.add_argument("--parallel", type=int, default=200, help="abuse concurrency")
     parser.add_argument("--good-parallel", type=int, default=16)
     parser.add_argument("--settle", type=float, default=15.0, help="seconds")
-    parser.add_argument("--rounds", type=int, default=3, help="abuse rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="abuse rounds, 2 or more")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--trim",
+        action=argparse.BooleanOptionalAction,
+        help="after each round, have the server run a full garbage collection "
+        "and glibc's malloc_trim(0), and measure its RSS again (default: on "
+        "with glibc)",
+    )
     parser.add_argument("--json", type=Path, metavar="FILE")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         trio.run(serve, args.serve)
         return 0
+    if args.rounds < 2:
+        parser.error("--rounds: at least 2, the memory checks compare rounds")
+    can_trim = Allocator().can_trim
+    if args.trim is None:
+        args.trim = can_trim
+    elif args.trim and not can_trim:
+        parser.error("--trim needs glibc's malloc_trim")
     if not sys.platform.startswith("linux"):
         raise SystemExit("this soak reads /proc: Linux only")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
