@@ -1233,7 +1233,8 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
                 with contextlib.suppress(
                     trio.BrokenResourceError, trio.ClosedResourceError
                 ):
-                    await self._flush()
+                    # Closing the transport below is this call's checkpoint.
+                    await self._flush(checkpoint=False)
         except BaseException:
             self._state = _State.CLOSED
             await trio.aclose_forcefully(transport)
