@@ -91,6 +91,10 @@ _FATAL: Final = 2
 # Stop watching a direction that sends more plaintext handshake than any real
 # handshake does: the watcher is an observer and must never cost memory.
 _WATCH_LIMIT: Final = 1 << 18
+# The most plaintext encrypted at once (one record), and the most received
+# bytes given to OpenSSL at once: see TLSEngine.receive_data and write.
+_WRITE_AT_ONCE: Final = 1 << 14
+_FEED_AT_ONCE: Final = 1 << 15
 _PREFIX_LEN: Final = 16
 _VERSION_NAMES: Final = {
     0x0301: "TLSv1",
@@ -274,6 +278,9 @@ class TLSEngine:
 
     __slots__ = (
         "_authorize",
+        "_backlog",
+        "_backlog_eof",
+        "_backlog_pos",
         "_held",
         "_incoming",
         "_obj",
@@ -344,6 +351,10 @@ class TLSEngine:
         self._watch_in: _WireWatcher | None = _WireWatcher()
         self._watch_out: _WireWatcher | None = _WireWatcher()
         self._pending_out = b""
+        # Received bytes not yet given to OpenSSL (see receive_data).
+        self._backlog = b""
+        self._backlog_pos = 0
+        self._backlog_eof = False
         # Bytes at the head of the outgoing BIO that must not go out alone
         # (a TLS 1.3 server's session tickets, see _finish_handshake).
         self._held = 0
@@ -371,17 +382,58 @@ class TLSEngine:
         return self._obj
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        """Feed bytes that arrived from the transport."""
+        """Feed bytes that arrived from the transport.
+
+        After the handshake a large delivery is handed to OpenSSL in pieces
+        of at most 32 KiB, as :meth:`read` consumes them.  A memory BIO never
+        gives back the memory it has grown to, so writing 64 KiB into it at
+        once would leave every connection that ever received that much
+        holding about 85 KiB for the rest of its life; fed in pieces, it
+        stays under 44 KiB.  (Smaller pieces would cost a failed read per
+        piece, since a piece mostly ends inside a record.)
+        """
         if self._watch_in is not None:
             if not self.received_anything:
                 self._prefix = bytes(data[:_PREFIX_LEN])
             self._watch_in.feed(data)
         self.received_anything = True
-        self._incoming.write(data)
+        if self._backlog:
+            self._backlog = self._backlog[self._backlog_pos :] + bytes(data)
+            self._backlog_pos = 0
+        elif len(data) > _FEED_AT_ONCE and self.handshake_complete:
+            self._backlog = bytes(data)
+            self._backlog_pos = 0
+        else:
+            self._incoming.write(data)
 
     def receive_eof(self) -> None:
         """Tell the engine that the transport reached end of file."""
-        self._incoming.write_eof()
+        if self._backlog:
+            self._backlog_eof = True
+        else:
+            self._incoming.write_eof()
+
+    def _feed_piece(self) -> None:
+        """Give OpenSSL the next piece of the backlog."""
+        backlog, pos = self._backlog, self._backlog_pos
+        end = pos + _FEED_AT_ONCE
+        if end >= len(backlog):
+            with memoryview(backlog) as view:
+                self._incoming.write(view[pos:])
+            self._backlog = b""
+            self._backlog_pos = 0
+            if self._backlog_eof:
+                self._backlog_eof = False
+                self._incoming.write_eof()
+        else:
+            with memoryview(backlog) as view:
+                self._incoming.write(view[pos:end])
+            self._backlog_pos = end
+
+    def _feed_backlog(self) -> None:
+        """Give OpenSSL everything received (before anything but reading)."""
+        while self._backlog:
+            self._feed_piece()
 
     def data_to_send(self) -> bytes:
         """Take the bytes waiting to go to the transport (alerts included).
@@ -390,7 +442,9 @@ class TLSEngine:
         with the next bytes there are to send, never alone.
         """
         if self._pending_out:
-            data = self._pending_out + self._outgoing.read()
+            data = self._pending_out
+            if self._outgoing.pending:
+                data += self._outgoing.read()
             self._pending_out = b""
         else:
             data = self._outgoing.read()
@@ -400,12 +454,18 @@ class TLSEngine:
         return data
 
     @property
+    def has_buffered_input(self) -> bool:
+        """Whether received bytes wait to be decrypted."""
+        return bool(self._backlog) or self._incoming.pending > 0
+
+    @property
     def has_data_to_send(self) -> bool:
         """Whether :meth:`data_to_send` would return bytes."""
         return bool(self._pending_out) or self._outgoing.pending > self._held
 
     def unused_data(self) -> bytes:
         """Raw bytes that arrived after the peer's close_notify."""
+        self._feed_backlog()
         return self._incoming.read()
 
     # -- the protocol side ----------------------------------------------------
@@ -441,14 +501,24 @@ class TLSEngine:
         incoming = self._incoming
         if self._read_end is not None:
             return self._end_of_reading(surfaced_in)
-        if incoming.pending == 0 and raw.pending() == 0 and not incoming.eof:
+        if (
+            incoming.pending == 0
+            and raw.pending() == 0
+            and not incoming.eof
+            and not self._backlog
+        ):
             return None
         chunks: list[bytes] = []
         total = 0
         while total < max_bytes:
+            if self._backlog and incoming.pending == 0:
+                self._feed_piece()
             try:
                 chunk = raw.read(max_bytes - total)
             except ssl.SSLWantReadError:
+                if self._backlog:
+                    self._feed_piece()  # the rest of a record
+                    continue
                 break
             except ssl.SSLError as exc:
                 # The end of the data (a close_notify, an EOF, an error)
@@ -463,7 +533,7 @@ class TLSEngine:
                 break
             chunks.append(chunk)
             total += len(chunk)
-            if incoming.pending == 0 and raw.pending() == 0:
+            if incoming.pending == 0 and raw.pending() == 0 and not self._backlog:
                 break
         if not chunks:
             return None if self._read_end is None else self._end_of_reading(surfaced_in)
@@ -484,22 +554,53 @@ class TLSEngine:
         assert self.error is not None
         raise self.error from end
 
-    def write(self, data: bytes | bytearray | memoryview) -> bool:
-        """Encrypt ``data``; ``False`` if the peer must be heard from first.
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Encrypt ``data``; returns how many bytes were taken.
 
-        With memory BIOs a write only waits for input during a TLS 1.2
-        renegotiation; the caller then feeds transport data and calls again.
+        Fewer than all (even 0) only if the peer must be heard from first:
+        with memory BIOs a write waits for input only during a TLS 1.2
+        renegotiation.  The caller then feeds transport data and calls again
+        with the rest.
+
+        More than one record's worth is encrypted a record at a time, each
+        taken out of the outgoing BIO at once, so that the BIO never grows
+        past one record (see :meth:`receive_data`).
 
         Raises:
             TLSError: the connection failed; send :meth:`data_to_send` first.
         """
+        raw = self._raw
+        if isinstance(data, memoryview) and data.format != "B":
+            data = data.cast("B")  # count bytes, not items
+        size = len(data)
+        if size <= _WRITE_AT_ONCE or self._watch_out is not None:
+            try:
+                raw.write(data)
+            except ssl.SSLWantReadError:
+                return 0
+            except ssl.SSLError as exc:
+                raise self._fail(exc, "send") from exc
+            return size
+        outgoing = self._outgoing
+        parts = [self._pending_out, outgoing.read()]
+        self._pending_out = b""
+        self._held = 0  # the held tickets are in parts now, ahead of the data
+        done = 0
         try:
-            self._raw.write(data)
+            with memoryview(data) as view:
+                while done < size:
+                    raw.write(view[done : done + _WRITE_AT_ONCE])
+                    done = min(size, done + _WRITE_AT_ONCE)
+                    parts.append(outgoing.read())
         except ssl.SSLWantReadError:
-            return False
+            pass
         except ssl.SSLError as exc:
             raise self._fail(exc, "send") from exc
-        return True
+        finally:
+            # After what was encrypted, whatever a failure queued (its alert).
+            parts.append(self._pending_out)
+            self._pending_out = b"".join(parts)
+        return done
 
     def start_close(self) -> None:
         """Queue our close_notify without waiting for the peer's."""
@@ -517,6 +618,7 @@ class TLSEngine:
         Raises:
             TLSError: the close failed; send :meth:`data_to_send` first.
         """
+        self._feed_backlog()
         try:
             self._obj.unwrap()
         except ssl.SSLWantReadError:

@@ -550,6 +550,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
             and not self._close_notify_received
             and not self._buffer
             and self._engine.ssl_object.pending() == 0
+            and not self._engine.has_buffered_input
         )
 
     @property
@@ -1011,9 +1012,14 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
                 return
             engine = self._engine
             try:
-                while not engine.write(data):
-                    await self._flush()
-                    await self._receive()
+                written = engine.write(data)
+                if written < len(data) or isinstance(data, memoryview):
+                    # Only a TLS 1.2 renegotiation makes a write wait.
+                    with memoryview(data) as view, view.cast("B") as octets:
+                        while written < len(octets):
+                            await self._flush()
+                            await self._receive()
+                            written += engine.write(octets[written:])
                 await self._flush()
             except TLSError as err:
                 await self._fatal(err)
