@@ -402,6 +402,13 @@ def run_memory(config: Config, results: dict[str, Result]) -> None:
         higher_is_better=False,
         scale=KiB,
     )
+    after_bulk = Result(
+        "memory-rss-after-bulk",
+        "RSS each pair keeps after moving 1 MiB each way",
+        "KiB",
+        higher_is_better=False,
+        scale=KiB,
+    )
     for round_index in range(config.memory_rounds):
         order = _rotated(impls, round_index)
         children = [(impl, _memory_child(impl, config.memory_pairs)) for impl in order]
@@ -412,8 +419,10 @@ def run_memory(config: Config, results: dict[str, Result]) -> None:
             data = json.loads(out)
             rss.add(impl.key, impl.label, data["rss_per_pair"])
             heap.add(impl.key, impl.label, data["heap_per_pair"])
+            after_bulk.add(impl.key, impl.label, data["rss_after_bulk_per_pair"])
     results[rss.key] = rss
     results[heap.key] = heap
+    results[after_bulk.key] = after_bulk
     _log("  memory: done")
 
 

@@ -9,7 +9,10 @@ Two measurements, one after the other:
 
 1. Resident set size: open and handshake ``PAIRS`` client/server pairs over
    loopback, leave them idle, and read ``VmRSS`` before and after.  This
-   includes OpenSSL's C allocations and the allocator's own overhead.
+   includes OpenSSL's C allocations and the allocator's own overhead.  Then
+   ``BULK_PAIRS`` of them move 1 MiB each way, one pair after the other, and
+   go idle again: the RSS that stays, per pair, is what such traffic leaves
+   behind in every connection (memory BIOs keep their largest size).
 2. Python heap: the same again (after closing the first set) under
    :mod:`tracemalloc`, which sees only memory allocated through Python.
 
@@ -28,10 +31,14 @@ import tracemalloc
 
 import trio
 
-from ._impls import BY_KEY, Impl, Pair
+from ._impls import BY_KEY, End, Impl, Pair
 from ._material import Side, make_material
+from ._workloads import CHUNK
 
 _BATCH = 50
+BULK_PAIRS = 200
+"""How many of the idle pairs then move ``BULK_BYTES`` each way."""
+BULK_BYTES = 1 << 20
 
 
 def rss_bytes() -> int:
@@ -65,6 +72,27 @@ async def _close(pairs: list[Pair]) -> None:
     pairs.clear()
 
 
+async def _transfer(sender: End, receiver: End) -> None:
+    """Move ``BULK_BYTES`` in 64 KiB writes and reads, as the bulk benchmark."""
+    chunk = bytes(CHUNK)
+
+    async def send() -> None:
+        for _ in range(BULK_BYTES // CHUNK):
+            await sender.send(chunk)
+
+    async def receive() -> None:
+        got = 0
+        while got < BULK_BYTES:
+            data = await receiver.receive(CHUNK)
+            if not data:
+                raise RuntimeError("the sender closed in the middle of a transfer")
+            got += len(data)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receive)
+        nursery.start_soon(send)
+
+
 async def measure(impl: Impl, count: int) -> dict[str, float]:
     side = make_material("ecdsa").plain
     # Warm up: imports, caches, the contexts, the allocator's first arenas.
@@ -74,7 +102,15 @@ async def measure(impl: Impl, count: int) -> dict[str, float]:
     before = rss_bytes()
     pairs = await _open(impl, side, count)
     gc.collect()
-    rss = (rss_bytes() - before) / count
+    idle = rss_bytes()
+    rss = (idle - before) / count
+    # Then some of them move 1 MiB each way and go idle again: what stays.
+    moved = pairs[:BULK_PAIRS]
+    for client, server in moved:
+        await _transfer(client, server)
+        await _transfer(server, client)
+    gc.collect()
+    after_bulk = (rss_bytes() - idle) / len(moved)
     await _close(pairs)
     gc.collect()
 
@@ -86,7 +122,13 @@ async def measure(impl: Impl, count: int) -> dict[str, float]:
     heap = (now - start) / count
     tracemalloc.stop()
     await _close(pairs)
-    return {"rss_per_pair": rss, "heap_per_pair": heap, "pairs": count}
+    return {
+        "rss_per_pair": rss,
+        "heap_per_pair": heap,
+        "rss_after_bulk_per_pair": after_bulk,
+        "pairs": count,
+        "bulk_pairs": len(moved),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
