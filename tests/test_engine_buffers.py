@@ -198,3 +198,47 @@ def test_unwrap_after_a_large_delivery_hands_back_the_exact_trailing_bytes(
     assert got == data
     assert server.unwrap()
     assert server.unused_data() == trailing
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    good=st.integers(0, 120_000),
+    junk=st.binary(min_size=1, max_size=200),
+    junk_repeat=st.integers(1, 600),
+    flip=st.integers(0, 200_000),
+    eof=st.booleans(),
+)
+def test_hostile_large_deliveries_give_data_then_a_typed_error(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+    good: int,
+    junk: bytes,
+    junk_repeat: int,
+    flip: int,
+    eof: bool,
+) -> None:
+    # Valid records, perhaps with one bit flipped, then garbage: a delivery
+    # large enough to be handed over in pieces.  Reading must give a prefix
+    # of the data and then end, with a TLSError or an end of stream, and
+    # never loop or raise anything else.
+    client, server = handshaken(contexts)
+    data = payload(good)
+    if good:
+        client.write(data)
+    wire = bytearray(client.data_to_send() + junk * junk_repeat)
+    wire[flip % len(wire)] ^= 0x40
+    server.receive_data(bytes(wire))
+    if eof:
+        server.receive_eof()
+    got = bytearray()
+    for _ in range(len(wire) // 1000 + 100):
+        try:
+            chunk = server.read(65536)
+        except tv.TLSError:
+            break
+        if not chunk:  # None (more needed) or b"" (the end)
+            break
+        got += chunk
+    else:
+        pytest.fail("reading never came to an end")
+    assert data.startswith(bytes(got))
+    assert server._incoming.pending <= FEED
