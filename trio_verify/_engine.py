@@ -285,6 +285,7 @@ class TLSEngine:
         "_incoming",
         "_obj",
         "_outgoing",
+        "_parts",
         "_peer",
         "_pending_out",
         "_pinned",
@@ -351,6 +352,9 @@ class TLSEngine:
         self._watch_in: _WireWatcher | None = _WireWatcher()
         self._watch_out: _WireWatcher | None = _WireWatcher()
         self._pending_out = b""
+        # Records encrypted a record at a time by write(), in order, ahead
+        # of _pending_out and of the outgoing BIO.
+        self._parts: list[bytes] = []
         # Received bytes not yet given to OpenSSL (see receive_data).
         self._backlog = b""
         self._backlog_pos = 0
@@ -441,7 +445,13 @@ class TLSEngine:
         Session tickets held back after a TLS 1.3 server handshake travel
         with the next bytes there are to send, never alone.
         """
-        if self._pending_out:
+        if self._parts:
+            self._parts.append(self._pending_out)
+            self._parts.append(self._outgoing.read())
+            data = b"".join(self._parts)
+            self._parts = []
+            self._pending_out = b""
+        elif self._pending_out:
             data = self._pending_out
             if self._outgoing.pending:
                 data += self._outgoing.read()
@@ -461,7 +471,25 @@ class TLSEngine:
     @property
     def has_data_to_send(self) -> bool:
         """Whether :meth:`data_to_send` would return bytes."""
-        return bool(self._pending_out) or self._outgoing.pending > self._held
+        return (
+            bool(self._parts)
+            or bool(self._pending_out)
+            or self._outgoing.pending > self._held
+        )
+
+    def data_to_send_parts(self) -> list[bytes]:
+        """:meth:`data_to_send`, as pieces to send in order in one go."""
+        parts = self._parts
+        if not parts:
+            return [self.data_to_send()]
+        self._parts = []
+        if self._pending_out:
+            parts.append(self._pending_out)
+            self._pending_out = b""
+        if self._outgoing.pending:
+            parts.append(self._outgoing.read())
+        self._held = 0
+        return parts
 
     def unused_data(self) -> bytes:
         """Raw bytes that arrived after the peer's close_notify."""
@@ -582,8 +610,12 @@ class TLSEngine:
                 raise self._fail(exc, "send") from exc
             return size
         outgoing = self._outgoing
-        parts = [self._pending_out, outgoing.read()]
-        self._pending_out = b""
+        parts = self._parts
+        if self._pending_out:
+            parts.append(self._pending_out)
+            self._pending_out = b""
+        if outgoing.pending:
+            parts.append(outgoing.read())
         self._held = 0  # the held tickets are in parts now, ahead of the data
         done = 0
         try:
@@ -597,9 +629,7 @@ class TLSEngine:
         except ssl.SSLError as exc:
             raise self._fail(exc, "send") from exc
         finally:
-            # After what was encrypted, whatever a failure queued (its alert).
-            parts.append(self._pending_out)
-            self._pending_out = b"".join(parts)
+            self._parts = parts  # ahead of whatever a failure queued (its alert)
         return done
 
     def start_close(self) -> None:
@@ -886,6 +916,7 @@ class TLSEngine:
 
     def _discard_output(self) -> None:
         self._outgoing.read()
+        self._parts = []
         self._pending_out = b""
         self._held = 0
 

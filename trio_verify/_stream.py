@@ -285,6 +285,36 @@ def _pinned_ders(pinned: tuple[CertificateInfo, ...]) -> frozenset[bytes]:
     return frozenset(cert.der for cert in pinned) if pinned else _NO_PINS
 
 
+# Parts given to one sendmsg() at most; far under any system's IOV_MAX.
+_MAX_PARTS: Final = 64
+
+
+async def _socket_send_parts(
+    sock: socket.socket,
+    transport: trio.abc.Stream,
+    parts: list[bytes],
+    checkpoint: bool,
+) -> None:
+    """:func:`_socket_send` of the parts joined, without joining them first."""
+    total = sum(map(len, parts))
+    if len(parts) > _MAX_PARTS:
+        await _socket_send(sock, transport, b"".join(parts), checkpoint)
+        return
+    try:
+        sent = sock.sendmsg(parts)
+    except BlockingIOError:
+        sent = 0
+    except OSError as exc:
+        raise _socket_error(exc, transport) from exc
+    if sent == total:
+        if checkpoint:
+            await cancel_shielded_checkpoint()
+        return
+    # The kernel took part of it: the rest goes the ordinary way (and waits).
+    rest = b"".join(parts)[sent:]
+    await _socket_send(sock, transport, rest, checkpoint=True)
+
+
 def _alert_record(alert: Alert | None) -> bytes:
     """A plaintext fatal alert record, as sent before any keys exist."""
     if alert is None:
@@ -653,13 +683,22 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
         else:
             lock._held = True
         try:
-            data = engine.data_to_send()
-            if data:
-                sock = self._socket
-                if sock is None:
+            sock = self._socket
+            if sock is None:
+                data = engine.data_to_send()
+                if data:
                     await self.transport_stream.send_all(data)
+            else:
+                parts = engine.data_to_send_parts()
+                if len(parts) == 1:
+                    if parts[0]:
+                        await _socket_send(
+                            sock, self.transport_stream, parts[0], checkpoint
+                        )
                 else:
-                    await _socket_send(sock, self.transport_stream, data, checkpoint)
+                    await _socket_send_parts(
+                        sock, self.transport_stream, parts, checkpoint
+                    )
         except BaseException as exc:
             # Part of a record may be on the wire: nothing can follow it.
             self._mark_broken(exc)
