@@ -707,6 +707,27 @@ class TLSEngine:
         self._authorize_peer()
         return self._peer
 
+    def watch_replies(self) -> None:
+        """Start counting the records that arrive (see :attr:`replies`)."""
+        self._watch_in = _WireWatcher()
+
+    def stop_watching(self) -> None:
+        """Stop counting records."""
+        self._watch_in = None
+
+    @property
+    def replies(self) -> int:
+        """Whole records received since :meth:`watch_replies`.
+
+        A TLS 1.3 record that :meth:`read` took in without returning data or
+        raising was a post-handshake message: session tickets, usually.
+        Counting them costs little; reading ``SSLObject.session`` to look for
+        a ticket costs about 0.13 ms (CPython copies the session, its
+        certificates included, every time).
+        """
+        watcher = self._watch_in
+        return 0 if watcher is None else watcher.encrypted_records
+
     @property
     def has_session_ticket(self) -> bool:
         """Whether the client has received a session ticket (TLS 1.3)."""

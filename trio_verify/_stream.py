@@ -993,6 +993,10 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
         engine = self._engine
         policy = self._policy
         assert isinstance(policy, ClientPolicy)
+        # What arrived before now (a server that sends tickets early) is
+        # judged by the session; what arrives from now on is counted.
+        early = engine.has_buffered_input
+        engine.watch_replies()
         with trio.move_on_after(policy.confirm_timeout):
             try:
                 while True:
@@ -1003,13 +1007,16 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
                     if data:
                         self._buffer += data
                         return
-                    if engine.has_session_ticket:
+                    if engine.replies or (early and engine.has_session_ticket):
                         return
+                    early = False
                     await self._flush()
                     await self._receive()
             except TLSError as err:
                 await self._fatal(err)
                 raise
+            finally:
+                engine.stop_watching()
         raise engine.fail_with(
             ClientAuthNotConfirmed(
                 "the server sent no verdict on our client certificate within "
