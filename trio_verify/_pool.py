@@ -87,7 +87,15 @@ class PoolStats:
 
 
 class _Connection:
-    __slots__ = ("cancel_watch", "consumed", "key", "last_used", "stream", "watch_done")
+    __slots__ = (
+        "cancel_watch",
+        "consumed",
+        "key",
+        "last_used",
+        "session_kept",
+        "stream",
+        "watch_done",
+    )
 
     def __init__(self, key: _Key, stream: TLSStream[trio.SocketStream]) -> None:
         self.key = key
@@ -96,6 +104,7 @@ class _Connection:
         self.cancel_watch: trio.CancelScope | None = None
         self.watch_done: trio.Event | None = None
         self.consumed = False
+        self.session_kept = False
 
 
 class _Waiter:
@@ -422,12 +431,18 @@ class ClientPool:
         self._wake()
 
     def _remember_session(self, conn: _Connection) -> None:
+        # Once per connection: reading SSLObject.session copies the whole
+        # session (about 0.13 ms), and a connection's first resumable session
+        # is as good as any later one.
+        if conn.session_kept:
+            return
         try:
             session = conn.stream.session
         except (ValueError, AttributeError):  # pragma: no cover - defensive
             return
         if session is not None and (session.has_ticket or session.id):
             self._sessions[conn.key] = session
+            conn.session_kept = True
 
     async def _watch(
         self, conn: _Connection, scope: trio.CancelScope, done: trio.Event
