@@ -10,6 +10,7 @@ use of the stream, under a timeout.  Nothing a client does can stall
 from __future__ import annotations
 
 import inspect
+import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeAlias, TypeVar
@@ -61,11 +62,12 @@ def _as_selector(
 
 def _log(report: HandshakeReport) -> None:
     error = report.error
-    if error is None:
-        logger.info("%s", report.summary())
-    elif _idle_probe(error):
+    if error is None or _idle_probe(error):
         # Port scanners and health checks connect and leave: not news.
-        logger.info("%s", report.summary())
+        # (The summary is built only if it will be written: it reads the
+        # client certificate's names.)
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("%s", report.summary())
     elif isinstance(error, _ORDINARY) and not _caused_by_our_code(error):
         logger.warning("%s", report.summary())
     else:
