@@ -95,6 +95,8 @@ _WATCH_LIMIT: Final = 1 << 18
 # bytes given to OpenSSL at once: see TLSEngine.receive_data and write.
 _WRITE_AT_ONCE: Final = 1 << 14
 _FEED_AT_ONCE: Final = 1 << 15
+_PIECE: Final = 1 << 14
+_RECORD_MAX: Final = 5 + (1 << 14) + 256  # the largest record on the wire
 _PREFIX_LEN: Final = 16
 _VERSION_NAMES: Final = {
     0x0301: "TLSv1",
@@ -388,13 +390,13 @@ class TLSEngine:
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Feed bytes that arrived from the transport.
 
-        After the handshake a large delivery is handed to OpenSSL in pieces
-        of at most 32 KiB, as :meth:`read` consumes them.  A memory BIO never
-        gives back the memory it has grown to, so writing 64 KiB into it at
-        once would leave every connection that ever received that much
-        holding about 85 KiB for the rest of its life; fed in pieces, it
-        stays under 44 KiB.  (Smaller pieces would cost a failed read per
-        piece, since a piece mostly ends inside a record.)
+        After the handshake a delivery of more than 32 KiB is handed to
+        OpenSSL in 16 KiB pieces as :meth:`read` consumes it, always enough
+        for one whole record (so that no read stops inside one, which would
+        cost a failed read).  A memory BIO never gives back the memory it has
+        grown to, so writing 64 KiB into it at once would leave every
+        connection that ever received that much holding about 85 KiB for the
+        rest of its life; fed in pieces, it stays under 44 KiB.
         """
         if self._watch_in is not None:
             if not self.received_anything:
@@ -420,7 +422,7 @@ class TLSEngine:
     def _feed_piece(self) -> None:
         """Give OpenSSL the next piece of the backlog."""
         backlog, pos = self._backlog, self._backlog_pos
-        end = pos + _FEED_AT_ONCE
+        end = pos + _PIECE
         if end >= len(backlog):
             with memoryview(backlog) as view:
                 self._incoming.write(view[pos:])
@@ -539,7 +541,10 @@ class TLSEngine:
         chunks: list[bytes] = []
         total = 0
         while total < max_bytes:
-            if self._backlog and incoming.pending == 0:
+            # Keep a whole record in the BIO while the backlog lasts, so that
+            # reading never stops in the middle of one (a failed read costs
+            # more than the piece).
+            while self._backlog and incoming.pending < _RECORD_MAX:
                 self._feed_piece()
             try:
                 chunk = raw.read(max_bytes - total)
