@@ -425,3 +425,32 @@ async def test_a_large_write_the_kernel_takes_in_part_arrives_exactly(
     assert got == data
     await client.aclose()
     await server.aclose()
+
+
+async def test_small_writes_the_kernel_takes_in_part_arrive_exactly(
+    path: str, policies: tuple[tv.ClientPolicy, tv.ServerPolicy]
+) -> None:
+    # Record-sized writes into a small socket buffer that nobody reads yet:
+    # sooner or later the kernel takes one of them only in part.
+    client, server, client_sock, server_sock = await tls_pair(path, policies)
+    client_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    server_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    pieces = [bytes([i]) * 10_000 for i in range(40)]
+    data = b"".join(pieces)
+    got = bytearray()
+
+    async def read_all() -> None:
+        await trio.sleep(0.05)  # let the writer fill the socket first
+        while len(got) < len(data):
+            chunk = await server.receive_some(65536)
+            assert chunk
+            got.extend(chunk)
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_all)
+            for piece in pieces:
+                await client.send_all(piece)
+    assert got == data
+    await client.aclose()
+    await server.aclose()

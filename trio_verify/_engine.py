@@ -479,6 +479,11 @@ class TLSEngine:
             or self._outgoing.pending > self._held
         )
 
+    @property
+    def sends_in_parts(self) -> bool:
+        """Whether a large write left records to send as separate parts."""
+        return bool(self._parts)
+
     def data_to_send_parts(self) -> list[bytes]:
         """:meth:`data_to_send`, as pieces to send in order in one go."""
         parts = self._parts

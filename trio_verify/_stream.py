@@ -231,12 +231,17 @@ async def _socket_receive(
     try:
         data = sock.recv(max_bytes)
     except BlockingIOError:
-        pass
+        return await _socket_wait_and_receive(sock, transport, max_bytes)
     except OSError as exc:
         raise _socket_error(exc, transport) from exc
-    else:
-        await cancel_shielded_checkpoint()
-        return data
+    await cancel_shielded_checkpoint()
+    return data
+
+
+async def _socket_wait_and_receive(
+    sock: socket.socket, transport: trio.abc.Stream, max_bytes: int
+) -> bytes:
+    """The rest of :func:`_socket_receive` once the socket had nothing."""
     while True:
         await wait_readable(sock)
         try:
@@ -688,16 +693,25 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
                 data = engine.data_to_send()
                 if data:
                     await self.transport_stream.send_all(data)
+            elif engine.sends_in_parts:
+                await _socket_send_parts(
+                    sock, self.transport_stream, engine.data_to_send_parts(), checkpoint
+                )
             else:
-                parts = engine.data_to_send_parts()
-                if len(parts) == 1:
-                    if parts[0]:
-                        await _socket_send(
-                            sock, self.transport_stream, parts[0], checkpoint
-                        )
+                data = engine.data_to_send()
+                # The common case inline: the kernel takes it all at once.
+                try:
+                    sent = sock.send(data) if data else 0
+                except BlockingIOError:
+                    sent = 0
+                except OSError as exc:
+                    raise _socket_error(exc, self.transport_stream) from exc
+                if sent == len(data):
+                    if checkpoint and data:
+                        await cancel_shielded_checkpoint()
                 else:
-                    await _socket_send_parts(
-                        sock, self.transport_stream, parts, checkpoint
+                    await _socket_send(
+                        sock, self.transport_stream, data[sent:], checkpoint=True
                     )
         except BaseException as exc:
             # Part of a record may be on the wire: nothing can follow it.
@@ -725,7 +739,17 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
             if sock is None:
                 data = await self.transport_stream.receive_some(_RECEIVE_SIZE)
             else:
-                data = await _socket_receive(sock, self.transport_stream, _RECEIVE_SIZE)
+                # The common case inline (see _socket_receive).
+                try:
+                    data = sock.recv(_RECEIVE_SIZE)
+                except BlockingIOError:
+                    data = await _socket_wait_and_receive(
+                        sock, self.transport_stream, _RECEIVE_SIZE
+                    )
+                except OSError as exc:
+                    raise _socket_error(exc, self.transport_stream) from exc
+                else:
+                    await cancel_shielded_checkpoint()
         except trio.Cancelled:
             raise
         except BaseException as exc:
