@@ -399,43 +399,24 @@ async def test_whole_records_before_a_cut_record_are_delivered_first(
     await client.aclose()
 
 
-@pytest.mark.parametrize("size", [40_000, 200_000])
-async def test_a_large_write_the_kernel_takes_in_part_arrives_exactly(
-    path: str, policies: tuple[tv.ClientPolicy, tv.ServerPolicy], size: int
+# Written while the reader waits, into small socket buffers, so that the
+# kernel takes a write only in part: one send_all of many records (handed to
+# the kernel as a list), or many record-sized writes (one at a time).
+WRITES = {
+    "one write of 40 kB": [bytes(range(256)) * 156 + b"end"],
+    "one write of 200 kB": [bytes(range(256)) * 781 + b"end"],
+    "40 writes of 10 kB": [bytes([i]) * 10_000 for i in range(40)],
+}
+
+
+@pytest.mark.parametrize("writes", list(WRITES))
+async def test_writes_the_kernel_takes_in_part_arrive_exactly(
+    path: str, policies: tuple[tv.ClientPolicy, tv.ServerPolicy], writes: str
 ) -> None:
-    # One send_all of many records, written while the reader waits, so that
-    # the socket's buffer fills and the kernel takes the records in part.
     client, server, client_sock, server_sock = await tls_pair(path, policies)
     client_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
     server_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-    data = bytes(range(256)) * (size // 256) + b"end"
-    got = bytearray()
-
-    async def read_all() -> None:
-        await trio.sleep(0.05)  # let the writer fill the socket first
-        while len(got) < len(data):
-            chunk = await server.receive_some(65536)
-            assert chunk
-            got.extend(chunk)
-
-    with trio.fail_after(TIMEOUT):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(read_all)
-            await client.send_all(data)
-    assert got == data
-    await client.aclose()
-    await server.aclose()
-
-
-async def test_small_writes_the_kernel_takes_in_part_arrive_exactly(
-    path: str, policies: tuple[tv.ClientPolicy, tv.ServerPolicy]
-) -> None:
-    # Record-sized writes into a small socket buffer that nobody reads yet:
-    # sooner or later the kernel takes one of them only in part.
-    client, server, client_sock, server_sock = await tls_pair(path, policies)
-    client_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
-    server_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-    pieces = [bytes([i]) * 10_000 for i in range(40)]
+    pieces = WRITES[writes]
     data = b"".join(pieces)
     got = bytearray()
 
