@@ -117,6 +117,28 @@ def _port(listener: trio.SocketListener) -> int:
     return int(listener.socket.getsockname()[1])
 
 
+@contextlib.asynccontextmanager
+async def _tcp_pairs(
+    wrap: Callable[[trio.SocketStream, trio.SocketStream], Awaitable[tuple[Any, Any]]],
+) -> AsyncIterator[PairMaker]:
+    """Pairs of loopback TCP connections, each wrapped into (client, server)."""
+    async with _trio_listener() as listener:
+        port = _port(listener)
+        lock = trio.Lock()
+
+        async def make() -> Pair:
+            async with lock:  # so that the accepted socket is the peer
+                client_sock = await trio.open_tcp_stream(HOST, port)
+                server_sock = await listener.accept()
+            client, server = await wrap(client_sock, server_sock)
+            return (
+                End(client.send_all, client.receive_some, client),
+                End(server.send_all, server.receive_some, server),
+            )
+
+        yield make
+
+
 async def _echo_one_byte_trio(stream: Any) -> None:
     """Server side of a handshake sample, for Trio-style streams."""
     try:
@@ -158,22 +180,13 @@ class PlainTCP(Impl):
     label = "plain TCP, no TLS (reference)"
     reference = True
 
-    @contextlib.asynccontextmanager
-    async def pairs(self, side: Side) -> AsyncIterator[PairMaker]:
-        async with _trio_listener() as listener:
-            port = _port(listener)
-            lock = trio.Lock()
+    def pairs(self, side: Side) -> contextlib.AbstractAsyncContextManager[PairMaker]:
+        async def wrap(
+            client: trio.SocketStream, server: trio.SocketStream
+        ) -> tuple[Any, Any]:
+            return client, server
 
-            async def make() -> Pair:
-                async with lock:  # so that the accepted socket is the peer
-                    client = await trio.open_tcp_stream(HOST, port)
-                    server = await listener.accept()
-                return (
-                    End(client.send_all, client.receive_some, client),
-                    End(server.send_all, server.receive_some, server),
-                )
-
-            yield make
+        return _tcp_pairs(wrap)
 
     async def serve(
         self,
@@ -195,29 +208,18 @@ class TrioSSL(Impl):
     key = "trio"
     label = "trio.SSLStream"
 
-    @contextlib.asynccontextmanager
-    async def pairs(self, side: Side) -> AsyncIterator[PairMaker]:
-        async with _trio_listener() as listener:
-            port = _port(listener)
-            lock = trio.Lock()
+    def pairs(self, side: Side) -> contextlib.AbstractAsyncContextManager[PairMaker]:
+        async def wrap(
+            client_sock: trio.SocketStream, server_sock: trio.SocketStream
+        ) -> tuple[Any, Any]:
+            client = trio.SSLStream(
+                client_sock, side.client_context, server_hostname=SERVER_NAME
+            )
+            server = trio.SSLStream(server_sock, side.server_context, server_side=True)
+            await _handshake_both(client, server)
+            return client, server
 
-            async def make() -> Pair:
-                async with lock:  # so that the accepted socket is the peer
-                    client_sock = await trio.open_tcp_stream(HOST, port)
-                    server_sock = await listener.accept()
-                client = trio.SSLStream(
-                    client_sock, side.client_context, server_hostname=SERVER_NAME
-                )
-                server = trio.SSLStream(
-                    server_sock, side.server_context, server_side=True
-                )
-                await _handshake_both(client, server)
-                return (
-                    End(client.send_all, client.receive_some, client),
-                    End(server.send_all, server.receive_some, server),
-                )
-
-            yield make
+        return _tcp_pairs(wrap)
 
     async def serve(
         self,
@@ -247,29 +249,20 @@ class TrioVerify(Impl):
     key = "trio_verify"
     label = "trio_verify.TLSStream"
 
-    @contextlib.asynccontextmanager
-    async def pairs(self, side: Side) -> AsyncIterator[PairMaker]:
-        async with _trio_listener() as listener:
-            port = _port(listener)
-            lock = trio.Lock()
+    def pairs(self, side: Side) -> contextlib.AbstractAsyncContextManager[PairMaker]:
+        async def wrap(
+            client_sock: trio.SocketStream, server_sock: trio.SocketStream
+        ) -> tuple[Any, Any]:
+            client = trio_verify.TLSStream(
+                client_sock, side.client_policy, server_hostname=SERVER_NAME
+            )
+            server = trio_verify.TLSStream(
+                server_sock, side.server_policy, server_side=True
+            )
+            await _handshake_both(client, server)
+            return client, server
 
-            async def make() -> Pair:
-                async with lock:  # so that the accepted socket is the peer
-                    client_sock = await trio.open_tcp_stream(HOST, port)
-                    server_sock = await listener.accept()
-                client = trio_verify.TLSStream(
-                    client_sock, side.client_policy, server_hostname=SERVER_NAME
-                )
-                server = trio_verify.TLSStream(
-                    server_sock, side.server_policy, server_side=True
-                )
-                await _handshake_both(client, server)
-                return (
-                    End(client.send_all, client.receive_some, client),
-                    End(server.send_all, server.receive_some, server),
-                )
-
-            yield make
+        return _tcp_pairs(wrap)
 
     async def serve(
         self,
